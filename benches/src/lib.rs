@@ -1,0 +1,1 @@
+//! Benchmarks for Fjord (run with `cargo bench -p fjord-benches`).

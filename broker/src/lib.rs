@@ -1,0 +1,1 @@
+//! Kafka protocol server and request handlers for Fjord (issue #4).

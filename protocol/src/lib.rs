@@ -1,0 +1,1 @@
+//! Kafka wire protocol framing and helpers for Fjord (issue #4).

@@ -1,0 +1,1 @@
+//! KRaft-style metadata quorum on openraft for Fjord (issue #3).

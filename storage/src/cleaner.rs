@@ -1,0 +1,1 @@
+//! Key-based log compaction (the log cleaner).

@@ -1,0 +1,193 @@
+//! Per-log configuration, named and defaulted as Kafka's topic configs are.
+
+use std::time::Duration;
+
+use crate::batch::TimestampType;
+use crate::error::StorageError;
+
+/// What happens to old data: delete whole segments, compact by key, or both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    pub delete: bool,
+    pub compact: bool,
+}
+
+impl CleanupPolicy {
+    pub const DELETE: CleanupPolicy = CleanupPolicy { delete: true, compact: false };
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogConfig {
+    /// `segment.bytes`: roll when the active segment would grow past this.
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll when the active segment's first record is this old.
+    pub segment_ms: i64,
+    /// `segment.index.bytes`: preallocated size of each index file.
+    pub segment_index_bytes: u64,
+    /// `index.interval.bytes`: bytes of log between offset-index entries.
+    pub index_interval_bytes: u64,
+    /// `flush.messages`: fsync after this many records (1 = fsync every append).
+    pub flush_messages: i64,
+    /// `flush.ms`: fsync data older than this (checked by the log manager's flusher).
+    pub flush_ms: i64,
+    /// `retention.ms`: delete closed segments whose newest record is older (-1 = forever).
+    pub retention_ms: i64,
+    /// `retention.bytes`: delete oldest segments while the log is larger (-1 = no limit).
+    pub retention_bytes: i64,
+    /// `max.message.bytes`: largest batch accepted.
+    pub max_message_bytes: usize,
+    /// `cleanup.policy`
+    pub cleanup_policy: CleanupPolicy,
+    /// `delete.retention.ms`: how long tombstones survive after compaction first sees them.
+    pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio`
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: records younger than this are not compacted.
+    pub min_compaction_lag_ms: i64,
+    /// `message.timestamp.type`
+    pub timestamp_type: TimestampType,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1024 * 1024 * 1024,
+            segment_ms: 7 * 24 * 60 * 60 * 1000,
+            segment_index_bytes: 10 * 1024 * 1024,
+            index_interval_bytes: 4096,
+            flush_messages: i64::MAX,
+            flush_ms: i64::MAX,
+            retention_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_bytes: -1,
+            max_message_bytes: 1024 * 1024 + 12,
+            cleanup_policy: CleanupPolicy::DELETE,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            timestamp_type: TimestampType::CreateTime,
+        }
+    }
+}
+
+fn bad(key: &str, value: &str, reason: &str) -> StorageError {
+    StorageError::Config { key: key.into(), value: value.into(), reason: reason.into() }
+}
+
+fn parse_i64(key: &str, value: &str, min: i64) -> Result<i64, StorageError> {
+    let v: i64 = value.trim().parse().map_err(|_| bad(key, value, "not an integer"))?;
+    if v < min {
+        return Err(bad(key, value, &format!("must be at least {min}")));
+    }
+    Ok(v)
+}
+
+impl LogConfig {
+    /// The Kafka config names this struct understands (others are ignored by [`Self::set`]).
+    pub const KEYS: &'static [&'static str] = &[
+        "segment.bytes",
+        "segment.ms",
+        "segment.index.bytes",
+        "index.interval.bytes",
+        "flush.messages",
+        "flush.ms",
+        "retention.ms",
+        "retention.bytes",
+        "max.message.bytes",
+        "cleanup.policy",
+        "delete.retention.ms",
+        "min.cleanable.dirty.ratio",
+        "min.compaction.lag.ms",
+        "message.timestamp.type",
+    ];
+
+    /// Apply one Kafka topic config. Returns `Ok(false)` for keys that are not storage configs.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<bool, StorageError> {
+        match key {
+            // Kafka's minimum is 1 MiB (14 bytes in tests via an internal override); allow small
+            // segments so tests and small deployments can roll often.
+            "segment.bytes" => self.segment_bytes = parse_i64(key, value, 14)? as u64,
+            "segment.ms" => self.segment_ms = parse_i64(key, value, 1)?,
+            "segment.index.bytes" => self.segment_index_bytes = parse_i64(key, value, 4 * 12)? as u64,
+            "index.interval.bytes" => self.index_interval_bytes = parse_i64(key, value, 0)? as u64,
+            "flush.messages" => self.flush_messages = parse_i64(key, value, 1)?,
+            "flush.ms" => self.flush_ms = parse_i64(key, value, 0)?,
+            "retention.ms" => self.retention_ms = parse_i64(key, value, -1)?,
+            "retention.bytes" => self.retention_bytes = parse_i64(key, value, -1)?,
+            "max.message.bytes" => self.max_message_bytes = parse_i64(key, value, 0)? as usize,
+            "cleanup.policy" => {
+                let mut p = CleanupPolicy { delete: false, compact: false };
+                for part in value.split(',').map(str::trim) {
+                    match part {
+                        "delete" => p.delete = true,
+                        "compact" => p.compact = true,
+                        _ => return Err(bad(key, value, "expected delete, compact or both")),
+                    }
+                }
+                self.cleanup_policy = p;
+            }
+            "delete.retention.ms" => self.delete_retention_ms = parse_i64(key, value, 0)?,
+            "min.cleanable.dirty.ratio" => {
+                let v: f64 = value.trim().parse().map_err(|_| bad(key, value, "not a number"))?;
+                if !(0.0..=1.0).contains(&v) {
+                    return Err(bad(key, value, "must be between 0 and 1"));
+                }
+                self.min_cleanable_dirty_ratio = v;
+            }
+            "min.compaction.lag.ms" => self.min_compaction_lag_ms = parse_i64(key, value, 0)?,
+            "message.timestamp.type" => {
+                self.timestamp_type = match value {
+                    "CreateTime" => TimestampType::CreateTime,
+                    "LogAppendTime" => TimestampType::LogAppendTime,
+                    _ => return Err(bad(key, value, "expected CreateTime or LogAppendTime")),
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// This config with `overrides` applied in order.
+    pub fn with_overrides<'a>(
+        &self,
+        overrides: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<LogConfig, StorageError> {
+        let mut c = self.clone();
+        for (k, v) in overrides {
+            c.set(k, v)?;
+        }
+        Ok(c)
+    }
+
+    /// Maximum entries in the offset index (8-byte entries).
+    pub fn max_offset_index_entries(&self) -> usize {
+        (self.segment_index_bytes / 8) as usize
+    }
+
+    /// Maximum entries in the time index (12-byte entries).
+    pub fn max_time_index_entries(&self) -> usize {
+        (self.segment_index_bytes / 12) as usize
+    }
+
+    pub fn flush_interval(&self) -> Option<Duration> {
+        (self.flush_ms != i64::MAX).then(|| Duration::from_millis(self.flush_ms as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kafka_names_and_rejects_bad_values() {
+        let c = LogConfig::default()
+            .with_overrides([("cleanup.policy", "compact,delete"), ("retention.ms", "-1"), ("segment.bytes", "1024")])
+            .unwrap();
+        assert_eq!(c.cleanup_policy, CleanupPolicy { delete: true, compact: true });
+        assert_eq!(c.retention_ms, -1);
+        assert_eq!(c.segment_bytes, 1024);
+        assert!(LogConfig::default().with_overrides([("retention.ms", "-2")]).is_err());
+        assert!(LogConfig::default().with_overrides([("cleanup.policy", "keep")]).is_err());
+        assert!(LogConfig::default().with_overrides([("min.cleanable.dirty.ratio", "1.5")]).is_err());
+        assert_eq!(LogConfig::default().clone().set("min.insync.replicas", "2").unwrap(), false);
+    }
+}

@@ -1,0 +1,3 @@
+//! The log manager.
+pub struct LogManager;
+pub struct ManagerConfig;

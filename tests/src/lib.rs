@@ -1,0 +1,1 @@
+//! Cross-crate and real-client tests for Fjord.
