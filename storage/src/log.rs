@@ -930,9 +930,11 @@ fn load(dir: &Path, tp: &TopicPartition, config: Arc<LogConfig>, params: LoadPar
     epochs.truncate_from_start(log_start_offset)?;
     if recovered_any {
         // What recovery kept is only durable once synced; then it is the new recovery point.
-        for seg in segments.values_mut() {
-            if seg.is_dirty() || seg.file_handle().is_some() {
+        let active_base = segments.keys().next_back().copied();
+        for (base, seg) in segments.iter_mut() {
+            if seg.is_dirty() {
                 seg.flush()?;
+                seg.mark_clean(Some(*base) != active_base);
             }
         }
         checkpoint::sync_dir(dir)?;

@@ -311,6 +311,15 @@ impl Segment {
     /// Re-validate every batch, rebuild both indexes, and cut the file at the first torn or
     /// corrupt batch. Returns how many bytes were cut.
     pub fn recover(&mut self, config: &LogConfig, mut epochs: Option<&mut LeaderEpochCache>) -> Result<u64, StorageError> {
+        // Rebuilt entries need writable indexes; a closed segment is trimmed again afterwards.
+        if !self.offset_index.is_writable() {
+            self.offset_index.reopen_writable(config.segment_index_bytes)?;
+        }
+        if !self.time_index.is_writable() {
+            self.time_index.reopen_writable(config.segment_index_bytes)?;
+        }
+        // What recovery keeps may not be on disk yet: the next flush must sync it.
+        self.dirty = true;
         self.offset_index.clear();
         self.time_index.clear();
         self.bytes_since_last_index_entry = 0;
@@ -417,10 +426,12 @@ impl Segment {
         self.remap(reserve_len(config, self.size))
     }
 
-    /// fsync data and indexes. Returns the file handle so a closed segment can drop it.
+    /// fsync data and indexes (opening a closed segment's file just for the sync).
     pub fn flush(&mut self) -> Result<(), StorageError> {
-        if let Some(f) = &self.file {
-            f.sync_data().at_path(&self.log_path())?;
+        let path = self.log_path();
+        match &self.file {
+            Some(f) => f.sync_data().at_path(&path)?,
+            None => File::open(&path).and_then(|f| f.sync_data()).at_path(&path)?,
         }
         self.offset_index.flush()?;
         self.time_index.flush()?;
