@@ -156,7 +156,10 @@ impl BatchHeader {
         }
         let batch_length = be_i32(buf, LENGTH);
         if batch_length < MIN_BATCH_LENGTH {
-            return Err(StorageError::corrupt(0, "record batch length below the header size"));
+            return Err(StorageError::corrupt(
+                0,
+                "record batch length below the header size",
+            ));
         }
         Ok(BatchHeader {
             base_offset: be_i64(buf, BASE_OFFSET),
@@ -235,7 +238,10 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
 /// Why a batch failed validation, and at which byte of the input.
 fn check_crc(batch: &[u8], header: &BatchHeader, position: usize) -> Result<(), StorageError> {
     if compute_crc(batch) != header.crc {
-        return Err(StorageError::corrupt(position, "record batch CRC32C mismatch"));
+        return Err(StorageError::corrupt(
+            position,
+            "record batch CRC32C mismatch",
+        ));
     }
     Ok(())
 }
@@ -273,15 +279,24 @@ pub fn split_batches(
         let header = BatchHeader::parse(rest).map_err(|e| e.at(position))?;
         let size = header.size();
         if size > rest.len() {
-            return Err(StorageError::corrupt(position, "record batch length exceeds the request"));
+            return Err(StorageError::corrupt(
+                position,
+                "record batch length exceeds the request",
+            ));
         }
         if size > max_batch_size {
-            return Err(StorageError::RecordTooLarge { size, max: max_batch_size });
+            return Err(StorageError::RecordTooLarge {
+                size,
+                max: max_batch_size,
+            });
         }
         let batch = &rest[..size];
         check_crc(batch, &header, position)?;
         if header.compression().is_none() {
-            return Err(StorageError::corrupt(position, "unknown compression codec in attributes"));
+            return Err(StorageError::corrupt(
+                position,
+                "unknown compression codec in attributes",
+            ));
         }
         if header.last_offset_delta < 0 {
             return Err(StorageError::corrupt(position, "negative lastOffsetDelta"));
@@ -298,12 +313,20 @@ pub fn split_batches(
 /// Checks a producer batch without decompressing it: the record count agrees with
 /// `lastOffsetDelta`, and for uncompressed batches each record's framing and offset delta are
 /// walked (varints only, no allocation) so the count, lengths and deltas are all consistent.
-fn validate_producer_batch(batch: &[u8], h: &BatchHeader, position: usize) -> Result<(), StorageError> {
+fn validate_producer_batch(
+    batch: &[u8],
+    h: &BatchHeader,
+    position: usize,
+) -> Result<(), StorageError> {
     if h.is_control() {
-        return Err(StorageError::InvalidRecord("producers may not send control batches".into()));
+        return Err(StorageError::InvalidRecord(
+            "producers may not send control batches".into(),
+        ));
     }
     if h.records_count <= 0 {
-        return Err(StorageError::InvalidRecord("record batch has no records".into()));
+        return Err(StorageError::InvalidRecord(
+            "record batch has no records".into(),
+        ));
     }
     if h.last_offset_delta != h.records_count - 1 {
         return Err(StorageError::InvalidRecord(format!(
@@ -316,9 +339,13 @@ fn validate_producer_batch(batch: &[u8], h: &BatchHeader, position: usize) -> Re
     }
     let mut at = HEADER_SIZE;
     for expected_delta in 0..h.records_count {
-        let (len, n) = read_varint(batch, at).ok_or_else(|| StorageError::corrupt(position + at, "truncated record length"))?;
+        let (len, n) = read_varint(batch, at)
+            .ok_or_else(|| StorageError::corrupt(position + at, "truncated record length"))?;
         if len < 0 {
-            return Err(StorageError::corrupt(position + at, "negative record length"));
+            return Err(StorageError::corrupt(
+                position + at,
+                "negative record length",
+            ));
         }
         let body = at + n;
         let end = body
@@ -327,9 +354,11 @@ fn validate_producer_batch(batch: &[u8], h: &BatchHeader, position: usize) -> Re
             .ok_or_else(|| StorageError::corrupt(position + at, "record overruns its batch"))?;
         // attributes int8, timestampDelta varlong, offsetDelta varint
         let mut p = body + 1;
-        let (_, n) = read_varlong(&batch[..end], p).ok_or_else(|| StorageError::corrupt(position + p, "truncated record"))?;
+        let (_, n) = read_varlong(&batch[..end], p)
+            .ok_or_else(|| StorageError::corrupt(position + p, "truncated record"))?;
         p += n;
-        let (delta, _) = read_varint(&batch[..end], p).ok_or_else(|| StorageError::corrupt(position + p, "truncated record"))?;
+        let (delta, _) = read_varint(&batch[..end], p)
+            .ok_or_else(|| StorageError::corrupt(position + p, "truncated record"))?;
         if delta != expected_delta {
             return Err(StorageError::InvalidRecord(format!(
                 "record offset delta {delta} where {expected_delta} was expected"
@@ -338,7 +367,10 @@ fn validate_producer_batch(batch: &[u8], h: &BatchHeader, position: usize) -> Re
         at = end;
     }
     if at != batch.len() {
-        return Err(StorageError::corrupt(position + at, "bytes after the last record of the batch"));
+        return Err(StorageError::corrupt(
+            position + at,
+            "bytes after the last record of the batch",
+        ));
     }
     Ok(())
 }
@@ -372,7 +404,8 @@ fn read_unsigned_varint(buf: &[u8], at: usize, max_len: usize) -> Option<(u64, u
 #[inline]
 pub fn stamp_offset_and_epoch(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
     batch[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
-    batch[PARTITION_LEADER_EPOCH..PARTITION_LEADER_EPOCH + 4].copy_from_slice(&leader_epoch.to_be_bytes());
+    batch[PARTITION_LEADER_EPOCH..PARTITION_LEADER_EPOCH + 4]
+        .copy_from_slice(&leader_epoch.to_be_bytes());
 }
 
 /// Set the LogAppendTime flag and max timestamp in a header copy, and recompute the CRC.
@@ -406,7 +439,10 @@ impl Iterator for StoredBatches<'_> {
         if header.size() > rest.len() {
             return None;
         }
-        let r = BatchRef { position: self.position, header };
+        let r = BatchRef {
+            position: self.position,
+            header,
+        };
         self.position += header.size();
         Some(r)
     }
@@ -424,7 +460,13 @@ mod tests {
         assert_eq!(read_varint(&[0x02], 0), Some((1, 1)));
         assert_eq!(read_varint(&[0xd8, 0x04], 0), Some((300, 2)));
         assert_eq!(read_varint(&[0x80, 0x80], 0), None);
-        assert_eq!(read_varlong(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], 0), Some((i64::MIN, 10)));
+        assert_eq!(
+            read_varlong(
+                &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+                0
+            ),
+            Some((i64::MIN, 10))
+        );
     }
 
     #[test]

@@ -32,7 +32,10 @@ pub struct TopicPartition {
 
 impl TopicPartition {
     pub fn new(topic: impl Into<String>, partition: i32) -> Self {
-        TopicPartition { topic: topic.into(), partition }
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
     }
 
     pub fn dir_name(&self) -> String {
@@ -45,7 +48,10 @@ impl TopicPartition {
         if topic.is_empty() {
             return None;
         }
-        Some(TopicPartition { topic: topic.to_string(), partition: partition.parse().ok()? })
+        Some(TopicPartition {
+            topic: topic.to_string(),
+            partition: partition.parse().ok()?,
+        })
     }
 }
 
@@ -70,7 +76,12 @@ fn write_checkpoint(path: &Path, lines: &[String]) -> Result<(), StorageError> {
 pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), StorageError> {
     let tmp = path.with_extension("tmp");
     {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).at_path(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .at_path(&tmp)?;
         f.write_all(contents).at_path(&tmp)?;
         f.sync_all().at_path(&tmp)?;
     }
@@ -89,7 +100,10 @@ pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
 fn corrupt(path: &Path, why: &str) -> StorageError {
     StorageError::Io {
         path: path.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("malformed checkpoint: {why}")),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("malformed checkpoint: {why}"),
+        ),
     }
 }
 
@@ -98,14 +112,25 @@ fn read_checkpoint(path: &Path) -> Result<Vec<String>, StorageError> {
     let text = match fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(StorageError::Io { path: path.to_path_buf(), source: e }),
+        Err(e) => {
+            return Err(StorageError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            });
+        }
     };
     let mut lines = text.lines();
-    let version: u32 = lines.next().and_then(|l| l.trim().parse().ok()).ok_or_else(|| corrupt(path, "version"))?;
+    let version: u32 = lines
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| corrupt(path, "version"))?;
     if version != VERSION {
         return Err(corrupt(path, "unsupported version"));
     }
-    let count: usize = lines.next().and_then(|l| l.trim().parse().ok()).ok_or_else(|| corrupt(path, "count"))?;
+    let count: usize = lines
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| corrupt(path, "count"))?;
     if count > MAX_ENTRIES {
         return Err(corrupt(path, "entry count too large"));
     }
@@ -121,7 +146,9 @@ pub fn read_offsets(path: &Path) -> Result<BTreeMap<TopicPartition, i64>, Storag
     let mut map = BTreeMap::new();
     for line in read_checkpoint(path)? {
         let mut parts = line.split(' ');
-        let (Some(topic), Some(p), Some(o), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(topic), Some(p), Some(o), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(corrupt(path, "entry is not `topic partition offset`"));
         };
         let partition = p.parse().map_err(|_| corrupt(path, "partition"))?;
@@ -131,8 +158,14 @@ pub fn read_offsets(path: &Path) -> Result<BTreeMap<TopicPartition, i64>, Storag
     Ok(map)
 }
 
-pub fn write_offsets(path: &Path, offsets: &BTreeMap<TopicPartition, i64>) -> Result<(), StorageError> {
-    let lines: Vec<String> = offsets.iter().map(|(tp, o)| format!("{} {} {}", tp.topic, tp.partition, o)).collect();
+pub fn write_offsets(
+    path: &Path,
+    offsets: &BTreeMap<TopicPartition, i64>,
+) -> Result<(), StorageError> {
+    let lines: Vec<String> = offsets
+        .iter()
+        .map(|(tp, o)| format!("{} {} {}", tp.topic, tp.partition, o))
+        .collect();
     write_checkpoint(path, &lines)
 }
 
@@ -140,7 +173,9 @@ pub fn write_offsets(path: &Path, offsets: &BTreeMap<TopicPartition, i64>) -> Re
 pub fn read_epochs(path: &Path) -> Result<Vec<(i32, i64)>, StorageError> {
     let mut out = Vec::new();
     for line in read_checkpoint(path)? {
-        let (e, o) = line.split_once(' ').ok_or_else(|| corrupt(path, "entry is not `epoch offset`"))?;
+        let (e, o) = line
+            .split_once(' ')
+            .ok_or_else(|| corrupt(path, "entry is not `epoch offset`"))?;
         out.push((
             e.parse().map_err(|_| corrupt(path, "epoch"))?,
             o.parse().map_err(|_| corrupt(path, "offset"))?,
@@ -166,16 +201,29 @@ mod tests {
         m.insert(TopicPartition::new("orders-eu", 3), 42);
         m.insert(TopicPartition::new("a", 0), 0);
         write_offsets(&path, &m).unwrap();
-        assert_eq!(fs::read_to_string(&path).unwrap(), "0\n2\na 0 0\norders-eu 3 42\n");
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "0\n2\na 0 0\norders-eu 3 42\n"
+        );
         assert_eq!(read_offsets(&path).unwrap(), m);
-        assert!(read_offsets(&dir.path().join("missing")).unwrap().is_empty());
+        assert!(
+            read_offsets(&dir.path().join("missing"))
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
     fn malformed_checkpoints_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cp");
-        for text in ["", "1\n0\n", "0\n2\na 0 1\n", "0\n1\na zero 1\n", "0\n99999999999\n"] {
+        for text in [
+            "",
+            "1\n0\n",
+            "0\n2\na 0 1\n",
+            "0\n1\na zero 1\n",
+            "0\n99999999999\n",
+        ] {
             fs::write(&path, text).unwrap();
             assert!(read_offsets(&path).is_err(), "{text:?}");
         }
@@ -183,7 +231,10 @@ mod tests {
 
     #[test]
     fn dir_names_split_at_the_last_dash() {
-        assert_eq!(TopicPartition::from_dir_name("my-topic-12"), Some(TopicPartition::new("my-topic", 12)));
+        assert_eq!(
+            TopicPartition::from_dir_name("my-topic-12"),
+            Some(TopicPartition::new("my-topic", 12))
+        );
         assert_eq!(TopicPartition::from_dir_name("-1"), None);
         assert_eq!(TopicPartition::from_dir_name("topic"), None);
     }

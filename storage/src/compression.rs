@@ -19,7 +19,10 @@ const XERIAL_HEADER_LEN: usize = 16;
 const XERIAL_BLOCK: usize = 32 * 1024;
 
 fn err(codec: &'static str, reason: impl ToString) -> StorageError {
-    StorageError::Compression { codec, reason: reason.to_string() }
+    StorageError::Compression {
+        codec,
+        reason: reason.to_string(),
+    }
 }
 
 /// Read a decompressing stream to its end, refusing output beyond [`MAX_DECOMPRESSED`].
@@ -74,7 +77,8 @@ fn snappy_decompress(data: &[u8]) -> Result<Vec<u8>, StorageError> {
             let len_bytes = data
                 .get(at..at + 4)
                 .ok_or_else(|| err("snappy", "truncated xerial block length"))?;
-            let len = u32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
+            let len = u32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]])
+                as usize;
             at += 4;
             let block = data
                 .get(at..at.saturating_add(len))
@@ -96,7 +100,9 @@ fn snappy_decompress(data: &[u8]) -> Result<Vec<u8>, StorageError> {
         if n > MAX_DECOMPRESSED {
             return Err(err("snappy", "decompressed batch exceeds the size limit"));
         }
-        snap::raw::Decoder::new().decompress_vec(data).map_err(|e| err("snappy", e))
+        snap::raw::Decoder::new()
+            .decompress_vec(data)
+            .map_err(|e| err("snappy", e))
     }
 }
 
@@ -122,8 +128,16 @@ mod tests {
 
     #[test]
     fn every_codec_round_trips() {
-        let data: Vec<u8> = (0..200_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
-        for codec in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+        let data: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        for codec in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
             let c = compress(codec, &data).unwrap();
             assert_eq!(decompress(codec, &c).unwrap(), data, "{codec:?}");
         }
@@ -138,8 +152,16 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for codec in [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
-            assert!(decompress(codec, &[0xde, 0xad, 0xbe, 0xef, 1, 2, 3]).is_err(), "{codec:?}");
+        for codec in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            assert!(
+                decompress(codec, &[0xde, 0xad, 0xbe, 0xef, 1, 2, 3]).is_err(),
+                "{codec:?}"
+            );
         }
         let mut xerial = XERIAL_MAGIC.to_vec();
         xerial.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff]);

@@ -13,7 +13,10 @@ pub struct CleanupPolicy {
 }
 
 impl CleanupPolicy {
-    pub const DELETE: CleanupPolicy = CleanupPolicy { delete: true, compact: false };
+    pub const DELETE: CleanupPolicy = CleanupPolicy {
+        delete: true,
+        compact: false,
+    };
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -70,11 +73,18 @@ impl Default for LogConfig {
 }
 
 fn bad(key: &str, value: &str, reason: &str) -> StorageError {
-    StorageError::Config { key: key.into(), value: value.into(), reason: reason.into() }
+    StorageError::Config {
+        key: key.into(),
+        value: value.into(),
+        reason: reason.into(),
+    }
 }
 
 fn parse_i64(key: &str, value: &str, min: i64) -> Result<i64, StorageError> {
-    let v: i64 = value.trim().parse().map_err(|_| bad(key, value, "not an integer"))?;
+    let v: i64 = value
+        .trim()
+        .parse()
+        .map_err(|_| bad(key, value, "not an integer"))?;
     if v < min {
         return Err(bad(key, value, &format!("must be at least {min}")));
     }
@@ -107,7 +117,9 @@ impl LogConfig {
             // segments so tests and small deployments can roll often.
             "segment.bytes" => self.segment_bytes = parse_i64(key, value, 14)? as u64,
             "segment.ms" => self.segment_ms = parse_i64(key, value, 1)?,
-            "segment.index.bytes" => self.segment_index_bytes = parse_i64(key, value, 4 * 12)? as u64,
+            "segment.index.bytes" => {
+                self.segment_index_bytes = parse_i64(key, value, 4 * 12)? as u64
+            }
             "index.interval.bytes" => self.index_interval_bytes = parse_i64(key, value, 0)? as u64,
             "flush.messages" => self.flush_messages = parse_i64(key, value, 1)?,
             "flush.ms" => self.flush_ms = parse_i64(key, value, 0)?,
@@ -115,7 +127,10 @@ impl LogConfig {
             "retention.bytes" => self.retention_bytes = parse_i64(key, value, -1)?,
             "max.message.bytes" => self.max_message_bytes = parse_i64(key, value, 0)? as usize,
             "cleanup.policy" => {
-                let mut p = CleanupPolicy { delete: false, compact: false };
+                let mut p = CleanupPolicy {
+                    delete: false,
+                    compact: false,
+                };
                 for part in value.split(',').map(str::trim) {
                     match part {
                         "delete" => p.delete = true,
@@ -127,7 +142,10 @@ impl LogConfig {
             }
             "delete.retention.ms" => self.delete_retention_ms = parse_i64(key, value, 0)?,
             "min.cleanable.dirty.ratio" => {
-                let v: f64 = value.trim().parse().map_err(|_| bad(key, value, "not a number"))?;
+                let v: f64 = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(key, value, "not a number"))?;
                 if !(0.0..=1.0).contains(&v) {
                     return Err(bad(key, value, "must be between 0 and 1"));
                 }
@@ -180,14 +198,40 @@ mod tests {
     #[test]
     fn parses_kafka_names_and_rejects_bad_values() {
         let c = LogConfig::default()
-            .with_overrides([("cleanup.policy", "compact,delete"), ("retention.ms", "-1"), ("segment.bytes", "1024")])
+            .with_overrides([
+                ("cleanup.policy", "compact,delete"),
+                ("retention.ms", "-1"),
+                ("segment.bytes", "1024"),
+            ])
             .unwrap();
-        assert_eq!(c.cleanup_policy, CleanupPolicy { delete: true, compact: true });
+        assert_eq!(
+            c.cleanup_policy,
+            CleanupPolicy {
+                delete: true,
+                compact: true
+            }
+        );
         assert_eq!(c.retention_ms, -1);
         assert_eq!(c.segment_bytes, 1024);
-        assert!(LogConfig::default().with_overrides([("retention.ms", "-2")]).is_err());
-        assert!(LogConfig::default().with_overrides([("cleanup.policy", "keep")]).is_err());
-        assert!(LogConfig::default().with_overrides([("min.cleanable.dirty.ratio", "1.5")]).is_err());
-        assert_eq!(LogConfig::default().clone().set("min.insync.replicas", "2").unwrap(), false);
+        assert!(
+            LogConfig::default()
+                .with_overrides([("retention.ms", "-2")])
+                .is_err()
+        );
+        assert!(
+            LogConfig::default()
+                .with_overrides([("cleanup.policy", "keep")])
+                .is_err()
+        );
+        assert!(
+            LogConfig::default()
+                .with_overrides([("min.cleanable.dirty.ratio", "1.5")])
+                .is_err()
+        );
+        assert!(
+            !LogConfig::default()
+                .set("min.insync.replicas", "2")
+                .unwrap()
+        );
     }
 }

@@ -27,7 +27,10 @@ impl LeaderEpochCache {
         let path = dir.join(checkpoint::LEADER_EPOCH_CHECKPOINT);
         let mut entries: Vec<EpochEntry> = checkpoint::read_epochs(&path)?
             .into_iter()
-            .map(|(epoch, start_offset)| EpochEntry { epoch, start_offset })
+            .map(|(epoch, start_offset)| EpochEntry {
+                epoch,
+                start_offset,
+            })
             .collect();
         // A checkpoint is written whole, but keep the invariant even for a hand-edited file.
         entries.sort_by_key(|e| e.epoch);
@@ -56,8 +59,12 @@ impl LeaderEpochCache {
         {
             return Ok(false);
         }
-        self.entries.retain(|e| e.epoch < epoch && e.start_offset < start_offset);
-        self.entries.push(EpochEntry { epoch, start_offset });
+        self.entries
+            .retain(|e| e.epoch < epoch && e.start_offset < start_offset);
+        self.entries.push(EpochEntry {
+            epoch,
+            start_offset,
+        });
         self.persist()?;
         Ok(true)
     }
@@ -100,7 +107,12 @@ impl LeaderEpochCache {
     /// The log now starts at `start_offset`: drop entries wholly before it, moving the latest
     /// such entry up to start there.
     pub fn truncate_from_start(&mut self, start_offset: i64) -> Result<(), StorageError> {
-        let before: Vec<EpochEntry> = self.entries.iter().copied().filter(|e| e.start_offset <= start_offset).collect();
+        let before: Vec<EpochEntry> = self
+            .entries
+            .iter()
+            .copied()
+            .filter(|e| e.start_offset <= start_offset)
+            .collect();
         let Some(last_before) = before.last().copied() else {
             return Ok(());
         };
@@ -108,7 +120,13 @@ impl LeaderEpochCache {
             return Ok(());
         }
         self.entries.retain(|e| e.start_offset > start_offset);
-        self.entries.insert(0, EpochEntry { epoch: last_before.epoch, start_offset });
+        self.entries.insert(
+            0,
+            EpochEntry {
+                epoch: last_before.epoch,
+                start_offset,
+            },
+        );
         self.persist()
     }
 
@@ -118,7 +136,11 @@ impl LeaderEpochCache {
     }
 
     fn persist(&self) -> Result<(), StorageError> {
-        let pairs: Vec<(i32, i64)> = self.entries.iter().map(|e| (e.epoch, e.start_offset)).collect();
+        let pairs: Vec<(i32, i64)> = self
+            .entries
+            .iter()
+            .map(|e| (e.epoch, e.start_offset))
+            .collect();
         checkpoint::write_epochs(&self.path, &pairs)
     }
 }
@@ -131,7 +153,10 @@ mod tests {
     fn end_offset_for_epoch_follows_kafka() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = LeaderEpochCache::load(dir.path()).unwrap();
-        assert_eq!(c.end_offset_for_epoch(0, 10), (UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET));
+        assert_eq!(
+            c.end_offset_for_epoch(0, 10),
+            (UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET)
+        );
         c.assign(2, 10).unwrap();
         c.assign(4, 25).unwrap();
         c.assign(4, 30).unwrap(); // same epoch, later offset: ignored
@@ -140,9 +165,16 @@ mod tests {
         assert_eq!(c.end_offset_for_epoch(5, 55), (4, 40));
         assert_eq!(c.end_offset_for_epoch(4, 55), (4, 40));
         assert_eq!(c.end_offset_for_epoch(1, 55), (1, 10));
-        assert_eq!(c.end_offset_for_epoch(9, 55), (UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET));
-        assert_eq!(c.end_offset_for_epoch(UNDEFINED_EPOCH, 55), (UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET));
-        let text = std::fs::read_to_string(dir.path().join(checkpoint::LEADER_EPOCH_CHECKPOINT)).unwrap();
+        assert_eq!(
+            c.end_offset_for_epoch(9, 55),
+            (UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET)
+        );
+        assert_eq!(
+            c.end_offset_for_epoch(UNDEFINED_EPOCH, 55),
+            (UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET)
+        );
+        let text =
+            std::fs::read_to_string(dir.path().join(checkpoint::LEADER_EPOCH_CHECKPOINT)).unwrap();
         assert_eq!(text, "0\n3\n2 10\n4 25\n7 40\n");
     }
 
@@ -154,12 +186,36 @@ mod tests {
             c.assign(e, o).unwrap();
         }
         c.truncate_from_start(15).unwrap();
-        assert_eq!(c.entries(), &[EpochEntry { epoch: 2, start_offset: 15 }, EpochEntry { epoch: 3, start_offset: 20 }]);
+        assert_eq!(
+            c.entries(),
+            &[
+                EpochEntry {
+                    epoch: 2,
+                    start_offset: 15
+                },
+                EpochEntry {
+                    epoch: 3,
+                    start_offset: 20
+                }
+            ]
+        );
         c.truncate_from_end(20).unwrap();
-        assert_eq!(c.entries(), &[EpochEntry { epoch: 2, start_offset: 15 }]);
+        assert_eq!(
+            c.entries(),
+            &[EpochEntry {
+                epoch: 2,
+                start_offset: 15
+            }]
+        );
         // a new epoch at a lower offset replaces what it overlaps
         c.assign(5, 12).unwrap();
-        assert_eq!(c.entries(), &[EpochEntry { epoch: 5, start_offset: 12 }]);
+        assert_eq!(
+            c.entries(),
+            &[EpochEntry {
+                epoch: 5,
+                start_offset: 12
+            }]
+        );
         let reloaded = LeaderEpochCache::load(dir.path()).unwrap();
         assert_eq!(reloaded.entries(), c.entries());
     }

@@ -7,7 +7,10 @@ use std::path::PathBuf;
 pub enum StorageError {
     /// Bytes that are not a well-formed, CRC-valid batch (Kafka: CORRUPT_MESSAGE).
     #[error("corrupt record batch at byte {position}: {reason}")]
-    CorruptRecord { position: usize, reason: &'static str },
+    CorruptRecord {
+        position: usize,
+        reason: &'static str,
+    },
     /// Well-formed bytes that break a rule for records (Kafka: INVALID_RECORD).
     #[error("invalid record: {0}")]
     InvalidRecord(String),
@@ -22,17 +25,30 @@ pub enum StorageError {
     UnsupportedMagic(i8),
     /// (Kafka: OFFSET_OUT_OF_RANGE)
     #[error("offset {offset} is out of range [{log_start_offset}, {log_end_offset}]")]
-    OffsetOutOfRange { offset: i64, log_start_offset: i64, log_end_offset: i64 },
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    },
     /// A follower append that does not continue the log (Kafka: UnexpectedAppendOffsetException).
-    #[error("append of offset {first_offset} does not continue the log end offset {log_end_offset}")]
-    UnexpectedAppendOffset { first_offset: i64, log_end_offset: i64 },
+    #[error(
+        "append of offset {first_offset} does not continue the log end offset {log_end_offset}"
+    )]
+    UnexpectedAppendOffset {
+        first_offset: i64,
+        log_end_offset: i64,
+    },
     /// Offsets in a follower append that go backwards.
     #[error("offsets go backwards within the appended batches at offset {0}")]
     NonMonotonicOffsets(i64),
     #[error("compression ({codec}): {reason}")]
     Compression { codec: &'static str, reason: String },
     #[error("invalid log config {key}={value}: {reason}")]
-    Config { key: String, value: String, reason: String },
+    Config {
+        key: String,
+        value: String,
+        reason: String,
+    },
     #[error("I/O error on {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     /// The log hit an I/O error it could not undo and refuses further writes
@@ -52,9 +68,10 @@ impl StorageError {
     /// Shift a position-carrying error by `base` bytes (for errors found in a sub-slice).
     pub(crate) fn at(self, base: usize) -> StorageError {
         match self {
-            StorageError::CorruptRecord { position, reason } => {
-                StorageError::CorruptRecord { position: position + base, reason }
-            }
+            StorageError::CorruptRecord { position, reason } => StorageError::CorruptRecord {
+                position: position + base,
+                reason,
+            },
             other => other,
         }
     }
@@ -67,7 +84,10 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for io::Result<T> {
     fn at_path(self, path: &std::path::Path) -> Result<T, StorageError> {
-        self.map_err(|source| StorageError::Io { path: path.to_path_buf(), source })
+        self.map_err(|source| StorageError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }
 

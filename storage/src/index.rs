@@ -119,8 +119,19 @@ impl<E: IndexEntry> Index<E> {
     /// the entry size, as Kafka assumes for a trimmed index; [`Index::sanity_check`] tells
     /// whether to trust them. When `writable`, the file is grown to `max_bytes` and mapped
     /// for appends.
-    pub fn open(path: &Path, base_offset: i64, writable: bool, max_bytes: u64) -> Result<Self, StorageError> {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).at_path(path)?;
+    pub fn open(
+        path: &Path,
+        base_offset: i64,
+        writable: bool,
+        max_bytes: u64,
+    ) -> Result<Self, StorageError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .at_path(path)?;
         let len = file.metadata().at_path(path)?.len();
         let entries = (len as usize) / E::SIZE;
         let mut index = Index {
@@ -129,7 +140,7 @@ impl<E: IndexEntry> Index<E> {
             map: Mapping::None,
             entries,
             max_entries: entries,
-            whole_entries: len as usize % E::SIZE == 0,
+            whole_entries: (len as usize).is_multiple_of(E::SIZE),
             _entry: PhantomData,
         };
         if writable {
@@ -137,7 +148,8 @@ impl<E: IndexEntry> Index<E> {
         } else if entries > 0 {
             // Safety: the file is ours, not truncated while mapped (it only ever shrinks
             // through `trim`, which drops the mapping first).
-            let map = unsafe { MmapOptions::new().len(entries * E::SIZE).map(&file) }.at_path(path)?;
+            let map =
+                unsafe { MmapOptions::new().len(entries * E::SIZE).map(&file) }.at_path(path)?;
             index.map = Mapping::ReadOnly(map);
         }
         Ok(index)
@@ -149,7 +161,8 @@ impl<E: IndexEntry> Index<E> {
         self.map = Mapping::None;
         file.set_len(len).at_path(&self.path)?;
         // Safety: as in `open`.
-        let map = unsafe { MmapOptions::new().len(len as usize).map_mut(file) }.at_path(&self.path)?;
+        let map =
+            unsafe { MmapOptions::new().len(len as usize).map_mut(file) }.at_path(&self.path)?;
         self.map = Mapping::Writable(map);
         self.max_entries = max_entries;
         Ok(())
@@ -228,7 +241,9 @@ impl<E: IndexEntry> Index<E> {
             (0, _) | (_, None) => true,
             (_, Some(last)) => {
                 let first = self.entry(0);
-                first.offset() >= self.base_offset && last.offset() >= first.offset() && last.key() >= first.key()
+                first.offset() >= self.base_offset
+                    && last.offset() >= first.offset()
+                    && last.key() >= first.key()
             }
         }
     }
@@ -250,7 +265,9 @@ impl<E: IndexEntry> Index<E> {
     pub fn flush(&self) -> Result<(), StorageError> {
         match &self.map {
             Mapping::Writable(m) => m.flush().at_path(&self.path),
-            _ => std::fs::File::open(&self.path).and_then(|f| f.sync_all()).at_path(&self.path),
+            _ => std::fs::File::open(&self.path)
+                .and_then(|f| f.sync_all())
+                .at_path(&self.path),
         }
     }
 
@@ -260,12 +277,17 @@ impl<E: IndexEntry> Index<E> {
             m.flush().at_path(&self.path)?;
         }
         self.map = Mapping::None;
-        let file = OpenOptions::new().read(true).write(true).open(&self.path).at_path(&self.path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .at_path(&self.path)?;
         let len = (self.entries * E::SIZE) as u64;
         file.set_len(len).at_path(&self.path)?;
         if len > 0 {
             // Safety: as in `open`.
-            let map = unsafe { MmapOptions::new().len(len as usize).map(&file) }.at_path(&self.path)?;
+            let map =
+                unsafe { MmapOptions::new().len(len as usize).map(&file) }.at_path(&self.path)?;
             self.map = Mapping::ReadOnly(map);
         }
         self.max_entries = self.entries;
@@ -275,7 +297,11 @@ impl<E: IndexEntry> Index<E> {
     /// Grow back to `max_bytes` and map writable (a trimmed segment becoming active again).
     pub fn reopen_writable(&mut self, max_bytes: u64) -> Result<(), StorageError> {
         self.map = Mapping::None;
-        let file = OpenOptions::new().read(true).write(true).open(&self.path).at_path(&self.path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .at_path(&self.path)?;
         self.make_writable(&file, max_bytes)
     }
 
@@ -296,8 +322,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("00000000000000000100.index");
         let mut idx = OffsetIndex::open(&path, 100, true, 80).unwrap();
-        idx.append(OffsetPosition { offset: 105, position: 4096 });
-        idx.append(OffsetPosition { offset: 230, position: 9000 });
+        idx.append(OffsetPosition {
+            offset: 105,
+            position: 4096,
+        });
+        idx.append(OffsetPosition {
+            offset: 230,
+            position: 9000,
+        });
         assert_eq!(idx.lookup(99), None);
         assert_eq!(idx.lookup(105).unwrap().position, 4096);
         assert_eq!(idx.lookup(200).unwrap().position, 4096);
@@ -305,7 +337,10 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 80, "preallocated");
         idx.trim().unwrap();
         let bytes = std::fs::read(&path).unwrap();
-        assert_eq!(bytes, [0, 0, 0, 5, 0, 0, 0x10, 0, 0, 0, 0, 130, 0, 0, 0x23, 0x28]);
+        assert_eq!(
+            bytes,
+            [0, 0, 0, 5, 0, 0, 0x10, 0, 0, 0, 0, 130, 0, 0, 0x23, 0x28]
+        );
         let reopened = OffsetIndex::open(&path, 100, false, 80).unwrap();
         assert_eq!(reopened.entries(), 2);
         assert!(reopened.sanity_check());
@@ -317,13 +352,19 @@ mod tests {
         let path = dir.path().join("00000000000000000000.timeindex");
         let mut idx = TimeIndex::open(&path, 0, true, 36).unwrap();
         for i in 0..5 {
-            idx.append(TimestampOffset { timestamp: 1000 + i, offset: i * 10 });
+            idx.append(TimestampOffset {
+                timestamp: 1000 + i,
+                offset: i * 10,
+            });
         }
         assert_eq!(idx.entries(), 3);
         assert!(idx.is_full());
         assert_eq!(idx.lookup(1001).unwrap().offset, 10);
         idx.truncate_to_offset(10);
         assert_eq!(idx.entries(), 1);
-        assert_eq!(std::fs::read(&path).unwrap()[..12], [0, 0, 0, 0, 0, 0, 0x03, 0xe8, 0, 0, 0, 0]);
+        assert_eq!(
+            std::fs::read(&path).unwrap()[..12],
+            [0, 0, 0, 0, 0, 0, 0x03, 0xe8, 0, 0, 0, 0]
+        );
     }
 }

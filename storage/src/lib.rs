@@ -11,7 +11,7 @@ pub mod epoch;
 pub mod error;
 pub mod index;
 pub mod log;
-// pub mod manager; (enabled once the cleaner lands)
+pub mod manager;
 pub mod records;
 pub mod segment;
 
@@ -23,7 +23,7 @@ pub use checkpoint::TopicPartition;
 pub use config::{CleanupPolicy, LogConfig};
 pub use error::StorageError;
 pub use log::{AppendInfo, LoadParams, Log, ReadResult, TimestampAndOffset};
-// pub use manager::{LogManager, ManagerConfig};
+pub use manager::{LogManager, ManagerConfig};
 
 /// Milliseconds since the Unix epoch, the clock Kafka timestamps use.
 pub fn now_ms() -> i64 {

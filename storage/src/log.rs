@@ -23,14 +23,17 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
-use crate::batch::{self, BatchHeader, BatchRef, TimestampType, Validation, HEADER_SIZE, NO_TIMESTAMP};
+use crate::batch::{
+    self, BatchHeader, BatchRef, HEADER_SIZE, NO_TIMESTAMP, TimestampType, Validation,
+};
 use crate::checkpoint::{self, TopicPartition};
 use crate::config::LogConfig;
 use crate::epoch::LeaderEpochCache;
 use crate::error::{IoContext, StorageError};
 use crate::records;
 use crate::segment::{
-    self, Segment, CLEANED_SUFFIX, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, SWAP_SUFFIX, TIME_INDEX_SUFFIX,
+    self, CLEANED_SUFFIX, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, SWAP_SUFFIX, Segment,
+    TIME_INDEX_SUFFIX,
 };
 
 /// What an append did.
@@ -77,7 +80,13 @@ pub struct LoadParams {
 
 impl LoadParams {
     pub fn new_log(now_ms: i64) -> LoadParams {
-        LoadParams { recovery_point: 0, log_start_offset: 0, high_watermark: None, clean_shutdown: true, now_ms }
+        LoadParams {
+            recovery_point: 0,
+            log_start_offset: 0,
+            high_watermark: None,
+            clean_shutdown: true,
+            now_ms,
+        }
     }
 }
 
@@ -105,13 +114,23 @@ pub struct Log {
 impl LogState {
     fn active(&self) -> &Segment {
         // The segment map is never empty: load and every deletion keep one segment.
-        self.segments.values().next_back().expect("a log always has an active segment")
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
     }
     fn active_mut(&mut self) -> &mut Segment {
-        self.segments.values_mut().next_back().expect("a log always has an active segment")
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
     }
     fn check_online(&self, tp: &TopicPartition) -> Result<(), StorageError> {
-        if self.offline { Err(StorageError::LogOffline(tp.to_string())) } else { Ok(()) }
+        if self.offline {
+            Err(StorageError::LogOffline(tp.to_string()))
+        } else {
+            Ok(())
+        }
     }
     fn size(&self) -> u64 {
         self.segments.values().map(Segment::size).sum()
@@ -120,10 +139,20 @@ impl LogState {
 
 impl Log {
     /// Open (or create) the log in `dir`, recovering it if the last stop was unclean.
-    pub fn open(dir: &Path, tp: TopicPartition, config: Arc<LogConfig>, params: LoadParams) -> Result<Log, StorageError> {
+    pub fn open(
+        dir: &Path,
+        tp: TopicPartition,
+        config: Arc<LogConfig>,
+        params: LoadParams,
+    ) -> Result<Log, StorageError> {
         fs::create_dir_all(dir).at_path(dir)?;
         let state = load(dir, &tp, config, params)?;
-        Ok(Log { tp, dir: dir.to_path_buf(), state: RwLock::new(state), flush_lock: Mutex::new(()) })
+        Ok(Log {
+            tp,
+            dir: dir.to_path_buf(),
+            state: RwLock::new(state),
+            flush_lock: Mutex::new(()),
+        })
     }
 
     pub fn topic_partition(&self) -> &TopicPartition {
@@ -171,12 +200,25 @@ impl Log {
 
     /// Append producer batches as the leader: validate, assign offsets from the log end,
     /// stamp `leader_epoch`, and (for LogAppendTime topics) the append time.
-    pub fn append_as_leader(&self, records: &[u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo, StorageError> {
+    pub fn append_as_leader(
+        &self,
+        records: &[u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
         let config = self.config();
         let mut batches = Vec::with_capacity(1);
-        batch::split_batches(records, Validation::Producer, config.max_message_bytes, &mut batches)?;
+        batch::split_batches(
+            records,
+            Validation::Producer,
+            config.max_message_bytes,
+            &mut batches,
+        )?;
         if records.len() as u64 > config.segment_bytes {
-            return Err(StorageError::RecordBatchTooLarge { size: records.len(), max: config.segment_bytes as usize });
+            return Err(StorageError::RecordBatchTooLarge {
+                size: records.len(),
+                max: config.segment_bytes as usize,
+            });
         }
         let log_append_time = config.timestamp_type == TimestampType::LogAppendTime;
 
@@ -211,9 +253,21 @@ impl Log {
         let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(batches.len() * 2);
         for (b, h) in batches.iter().zip(headers.iter()) {
             slices.push(IoSlice::new(h));
-            slices.push(IoSlice::new(&records[b.position + HEADER_SIZE..b.position + b.header.size()]));
+            slices.push(IoSlice::new(
+                &records[b.position + HEADER_SIZE..b.position + b.header.size()],
+            ));
         }
-        self.write_batches(&mut s, &config, &mut slices, &batches, records.len() as u64, first_offset, last_offset, max_ts, now_ms)?;
+        self.write_batches(
+            &mut s,
+            &config,
+            &mut slices,
+            &batches,
+            records.len() as u64,
+            first_offset,
+            last_offset,
+            max_ts,
+            now_ms,
+        )?;
         if leader_epoch >= 0 {
             s.epochs.assign(leader_epoch, first_offset)?;
         }
@@ -237,7 +291,11 @@ impl Log {
 
     /// Append batches that already carry the leader's offsets (replication). The first batch
     /// must start at or after the log end offset and offsets must increase.
-    pub fn append_as_follower(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo, StorageError> {
+    pub fn append_as_follower(
+        &self,
+        records: &[u8],
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
         let config = self.config();
         let mut batches = Vec::with_capacity(1);
         batch::split_batches(records, Validation::Stored, usize::MAX, &mut batches)?;
@@ -245,7 +303,10 @@ impl Log {
         s.check_online(&self.tp)?;
         let first_offset = batches[0].header.base_offset;
         if first_offset < s.log_end_offset {
-            return Err(StorageError::UnexpectedAppendOffset { first_offset, log_end_offset: s.log_end_offset });
+            return Err(StorageError::UnexpectedAppendOffset {
+                first_offset,
+                log_end_offset: s.log_end_offset,
+            });
         }
         let mut prev_next = first_offset;
         let (mut max_ts, mut offset_of_max_ts, mut count) = (NO_TIMESTAMP, first_offset, 0i64);
@@ -262,13 +323,26 @@ impl Log {
         }
         let last_offset = prev_next - 1;
         if last_offset - first_offset > i32::MAX as i64 {
-            return Err(StorageError::InvalidRecord("appended batches span more than 2^31 offsets".into()));
+            return Err(StorageError::InvalidRecord(
+                "appended batches span more than 2^31 offsets".into(),
+            ));
         }
         let mut slices: Vec<IoSlice<'_>> = vec![IoSlice::new(records)];
-        self.write_batches(&mut s, &config, &mut slices, &batches, records.len() as u64, first_offset, last_offset, max_ts, now_ms)?;
+        self.write_batches(
+            &mut s,
+            &config,
+            &mut slices,
+            &batches,
+            records.len() as u64,
+            first_offset,
+            last_offset,
+            max_ts,
+            now_ms,
+        )?;
         for b in &batches {
             if b.header.partition_leader_epoch >= 0 {
-                s.epochs.assign(b.header.partition_leader_epoch, b.header.base_offset)?;
+                s.epochs
+                    .assign(b.header.partition_leader_epoch, b.header.base_offset)?;
             }
         }
         let flush_now = self.note_unflushed(&mut s, &config, count);
@@ -302,7 +376,9 @@ impl Log {
         max_ts: i64,
         now_ms: i64,
     ) -> Result<(), StorageError> {
-        if s.active().should_roll(config, total, last_offset, max_ts, now_ms) {
+        if s.active()
+            .should_roll(config, total, last_offset, max_ts, now_ms)
+        {
             self.roll_locked(s, config, first_offset.max(s.log_end_offset), now_ms)?;
         }
         let result = s.active_mut().append(config, slices, batches, total);
@@ -324,7 +400,9 @@ impl Log {
 
     fn active_size_matches(&self, s: &LogState) -> bool {
         let active = s.active();
-        fs::metadata(active.log_path()).map(|m| m.len() == active.size()).unwrap_or(false)
+        fs::metadata(active.log_path())
+            .map(|m| m.len() == active.size())
+            .unwrap_or(false)
     }
 
     fn note_unflushed(&self, s: &mut LogState, config: &LogConfig, count: i64) -> bool {
@@ -332,7 +410,13 @@ impl Log {
         s.unflushed_messages >= config.flush_messages
     }
 
-    fn roll_locked(&self, s: &mut LogState, config: &LogConfig, new_base: i64, now_ms: i64) -> Result<(), StorageError> {
+    fn roll_locked(
+        &self,
+        s: &mut LogState,
+        config: &LogConfig,
+        new_base: i64,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
         if s.active().size() == 0 {
             return Ok(());
         }
@@ -355,7 +439,12 @@ impl Log {
     /// Read whole batches from the first one holding `start_offset`, up to `max_bytes` (at
     /// least one batch) and only batches that end below `max_offset` (exclusive; pass the
     /// high watermark for consumers, the log end offset for replicas).
-    pub fn read(&self, start_offset: i64, max_bytes: usize, max_offset: i64) -> Result<ReadResult, StorageError> {
+    pub fn read(
+        &self,
+        start_offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+    ) -> Result<ReadResult, StorageError> {
         let s = self.state.read();
         let mut result = ReadResult {
             records: Bytes::new(),
@@ -373,9 +462,15 @@ impl Log {
         if start_offset >= s.log_end_offset || start_offset >= max_offset {
             return Ok(result);
         }
-        let floor = s.segments.range(..=start_offset).next_back().map_or(i64::MIN, |(b, _)| *b);
+        let floor = s
+            .segments
+            .range(..=start_offset)
+            .next_back()
+            .map_or(i64::MIN, |(b, _)| *b);
         for seg in s.segments.range(floor..).map(|(_, seg)| seg) {
-            let Some(found) = seg.find_batch(start_offset) else { continue };
+            let Some(found) = seg.find_batch(start_offset) else {
+                continue;
+            };
             let mut end = found.position;
             for b in seg.batches(found.position) {
                 if b.header.last_offset() >= max_offset {
@@ -394,25 +489,37 @@ impl Log {
     }
 
     /// ListOffsets by timestamp: the first record with timestamp `>= ts`, or `None`.
-    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<TimestampAndOffset>, StorageError> {
+    pub fn offset_for_timestamp(
+        &self,
+        ts: i64,
+    ) -> Result<Option<TimestampAndOffset>, StorageError> {
         let s = self.state.read();
         let lso = s.log_start_offset;
         for seg in s.segments.values() {
             if seg.largest_timestamp() < ts || seg.size() == 0 {
                 continue;
             }
-            let from_offset = seg.time_index().lookup(ts).map_or(seg.base_offset(), |e| e.offset).max(lso);
-            let from = seg.offset_index().lookup(from_offset).map_or(0, |e| e.position as usize);
+            let from_offset = seg
+                .time_index()
+                .lookup(ts)
+                .map_or(seg.base_offset(), |e| e.offset)
+                .max(lso);
+            let from = seg
+                .offset_index()
+                .lookup(from_offset)
+                .map_or(0, |e| e.position as usize);
             for b in seg.batches(from) {
                 if b.header.max_timestamp < ts || b.header.last_offset() < lso {
                     continue;
                 }
-                let (_, recs) = records::decode_batch(&seg.data()[b.position..b.position + b.header.size()])?;
+                let (_, recs) =
+                    records::decode_batch(&seg.data()[b.position..b.position + b.header.size()])?;
                 if let Some(r) = recs.iter().find(|r| r.timestamp >= ts && r.offset >= lso) {
                     return Ok(Some(TimestampAndOffset {
                         timestamp: r.timestamp,
                         offset: r.offset,
-                        leader_epoch: (b.header.partition_leader_epoch >= 0).then_some(b.header.partition_leader_epoch),
+                        leader_epoch: (b.header.partition_leader_epoch >= 0)
+                            .then_some(b.header.partition_leader_epoch),
                     }));
                 }
             }
@@ -425,22 +532,29 @@ impl Log {
         let s = self.state.read();
         let mut best: Option<&Segment> = None;
         for seg in s.segments.values() {
-            if seg.max_timestamp() >= 0 && best.is_none_or(|b| seg.max_timestamp() > b.max_timestamp()) {
+            if seg.max_timestamp() >= 0
+                && best.is_none_or(|b| seg.max_timestamp() > b.max_timestamp())
+            {
                 best = Some(seg);
             }
         }
         let Some(seg) = best else { return Ok(None) };
-        let from = seg.offset_index().lookup(seg.offset_of_max_timestamp()).map_or(0, |e| e.position as usize);
+        let from = seg
+            .offset_index()
+            .lookup(seg.offset_of_max_timestamp())
+            .map_or(0, |e| e.position as usize);
         for b in seg.batches(from) {
             if b.header.max_timestamp != seg.max_timestamp() {
                 continue;
             }
-            let (_, recs) = records::decode_batch(&seg.data()[b.position..b.position + b.header.size()])?;
+            let (_, recs) =
+                records::decode_batch(&seg.data()[b.position..b.position + b.header.size()])?;
             if let Some(r) = recs.iter().find(|r| r.timestamp == seg.max_timestamp()) {
                 return Ok(Some(TimestampAndOffset {
                     timestamp: r.timestamp,
                     offset: r.offset,
-                    leader_epoch: (b.header.partition_leader_epoch >= 0).then_some(b.header.partition_leader_epoch),
+                    leader_epoch: (b.header.partition_leader_epoch >= 0)
+                        .then_some(b.header.partition_leader_epoch),
                 }));
             }
         }
@@ -481,7 +595,10 @@ impl Log {
                     id: seg.id,
                     size: seg.size(),
                     file: seg.file_handle(),
-                    indexes: [seg.offset_index().path().to_path_buf(), seg.time_index().path().to_path_buf()],
+                    indexes: [
+                        seg.offset_index().path().to_path_buf(),
+                        seg.time_index().path().to_path_buf(),
+                    ],
                     active: seg.base_offset() == active_base,
                 })
                 .collect();
@@ -497,7 +614,12 @@ impl Log {
                     match fs::File::open(p) {
                         Ok(f) => f.sync_all().at_path(p)?,
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(StorageError::Io { path: p.clone(), source: e }),
+                        Err(e) => {
+                            return Err(StorageError::Io {
+                                path: p.clone(),
+                                source: e,
+                            });
+                        }
                     }
                 }
             }
@@ -530,7 +652,8 @@ impl Log {
             let s = self.state.read();
             let rolled_pending = s.segments.values().rev().skip(1).any(Segment::is_dirty);
             let unflushed = s.recovery_point < s.log_end_offset;
-            rolled_pending || (unflushed && now_ms.saturating_sub(s.last_flush_ms) >= s.config.flush_ms)
+            rolled_pending
+                || (unflushed && now_ms.saturating_sub(s.last_flush_ms) >= s.config.flush_ms)
         };
         if due { self.flush(now_ms) } else { Ok(()) }
     }
@@ -570,17 +693,30 @@ impl Log {
     }
 
     /// Delete all data and restart the log empty at `offset`.
-    pub fn truncate_fully_and_start_at(&self, offset: i64, now_ms: i64) -> Result<(), StorageError> {
+    pub fn truncate_fully_and_start_at(
+        &self,
+        offset: i64,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
         let config = self.config();
         let mut s = self.state.write();
         self.reset_locked(&mut s, &config, offset, now_ms)
     }
 
-    fn reset_locked(&self, s: &mut LogState, config: &LogConfig, offset: i64, now_ms: i64) -> Result<(), StorageError> {
+    fn reset_locked(
+        &self,
+        s: &mut LogState,
+        config: &LogConfig,
+        offset: i64,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
         for (_, seg) in std::mem::take(&mut s.segments) {
             seg.delete()?;
         }
-        s.segments.insert(offset, Segment::create(&self.dir, offset, "", config, now_ms)?);
+        s.segments.insert(
+            offset,
+            Segment::create(&self.dir, offset, "", config, now_ms)?,
+        );
         s.log_start_offset = offset;
         s.log_end_offset = offset;
         s.high_watermark = offset;
@@ -623,13 +759,16 @@ impl Log {
         }
         let delete = config.cleanup_policy.delete;
         let total = s.size() as i64;
-        let mut size_excess = if delete && config.retention_bytes >= 0 && total >= config.retention_bytes {
-            total - config.retention_bytes
-        } else {
-            -1
-        };
+        let mut size_excess =
+            if delete && config.retention_bytes >= 0 && total >= config.retention_bytes {
+                total - config.retention_bytes
+            } else {
+                -1
+            };
         self.delete_segments_locked(&mut s, &config, now_ms, |seg, now, _| {
-            let by_time = delete && config.retention_ms >= 0 && now.saturating_sub(seg.largest_timestamp()) > config.retention_ms;
+            let by_time = delete
+                && config.retention_ms >= 0
+                && now.saturating_sub(seg.largest_timestamp()) > config.retention_ms;
             let by_size = size_excess >= 0 && size_excess - seg.size() as i64 >= 0;
             if by_time || by_size {
                 size_excess -= seg.size() as i64;
@@ -680,7 +819,11 @@ impl Log {
                 seg.delete()?;
             }
         }
-        let first = *s.segments.keys().next().expect("roll keeps an active segment");
+        let first = *s
+            .segments
+            .keys()
+            .next()
+            .expect("roll keeps an active segment");
         if first > s.log_start_offset {
             s.log_start_offset = first;
             s.epochs.truncate_from_start(first)?;
@@ -730,7 +873,11 @@ impl Log {
     }
 
     /// Create an empty `.cleaned` segment to write a cleaned group into.
-    pub(crate) fn create_cleaned_segment(&self, base_offset: i64, now_ms: i64) -> Result<Segment, StorageError> {
+    pub(crate) fn create_cleaned_segment(
+        &self,
+        base_offset: i64,
+        now_ms: i64,
+    ) -> Result<Segment, StorageError> {
         let config = self.config();
         for ext in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
             let p = segment::segment_path(&self.dir, base_offset, ext, CLEANED_SUFFIX);
@@ -744,10 +891,16 @@ impl Log {
     /// Replace the segments `old` (base offset and id, as seen in a [`CleanerView`]) with the
     /// cleaned segment, crash-safely: `.cleaned` → `.swap`, old files → `.deleted`, `.swap` →
     /// live. Returns false (and discards `cleaned`) if any old segment changed meanwhile.
-    pub(crate) fn replace_segments(&self, old: &[(i64, u64)], mut cleaned: Segment) -> Result<bool, StorageError> {
+    pub(crate) fn replace_segments(
+        &self,
+        old: &[(i64, u64)],
+        mut cleaned: Segment,
+    ) -> Result<bool, StorageError> {
         let mut s = self.state.write();
         let active_base = s.active().base_offset();
-        let unchanged = old.iter().all(|(base, id)| *base < active_base && s.segments.get(base).is_some_and(|seg| seg.id == *id));
+        let unchanged = old.iter().all(|(base, id)| {
+            *base < active_base && s.segments.get(base).is_some_and(|seg| seg.id == *id)
+        });
         if !unchanged || s.offline {
             drop(s);
             cleaned.delete()?;
@@ -815,14 +968,22 @@ fn parse_segment_name(name: &str) -> Option<(i64, &'static str, &'static str)> {
 
 fn remove(path: &Path) -> Result<(), StorageError> {
     match fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StorageError::Io { path: path.to_path_buf(), source: e }),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StorageError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
         _ => Ok(()),
     }
 }
 
 /// Load a partition directory: finish or discard interrupted compactions, open segments,
 /// recover after an unclean stop, and restore offsets and the epoch cache.
-fn load(dir: &Path, tp: &TopicPartition, config: Arc<LogConfig>, params: LoadParams) -> Result<LogState, StorageError> {
+fn load(
+    dir: &Path,
+    tp: &TopicPartition,
+    config: Arc<LogConfig>,
+    params: LoadParams,
+) -> Result<LogState, StorageError> {
     let now = params.now_ms;
     let mut live_logs = Vec::new();
     let mut index_files = Vec::new();
@@ -835,7 +996,9 @@ fn load(dir: &Path, tp: &TopicPartition, config: Arc<LogConfig>, params: LoadPar
             remove(&path)?;
             continue;
         }
-        let Some((base, ext, suffix)) = parse_segment_name(&name) else { continue };
+        let Some((base, ext, suffix)) = parse_segment_name(&name) else {
+            continue;
+        };
         match suffix {
             DELETED_SUFFIX | CLEANED_SUFFIX => remove(&path)?,
             SWAP_SUFFIX => {
@@ -877,14 +1040,21 @@ fn load(dir: &Path, tp: &TopicPartition, config: Arc<LogConfig>, params: LoadPar
         i64::MAX
     } else {
         // Recover from the segment holding the recovery point.
-        live_logs.iter().copied().filter(|b| *b <= params.recovery_point).max().unwrap_or(i64::MIN)
+        live_logs
+            .iter()
+            .copied()
+            .filter(|b| *b <= params.recovery_point)
+            .max()
+            .unwrap_or(i64::MIN)
     };
     let last = live_logs.last().copied();
     let mut recovered_any = false;
     for base in live_logs.iter().copied() {
         let active = Some(base) == last;
         let mut seg = Segment::open(dir, base, "", &config, active, now)?;
-        let must_recover = base >= recover_from || !seg.offset_index().sanity_check() || !seg.time_index().sanity_check();
+        let must_recover = base >= recover_from
+            || !seg.offset_index().sanity_check()
+            || !seg.time_index().sanity_check();
         if must_recover {
             recovered_any = true;
             let cut = seg.recover(&config, Some(&mut epochs))?;
@@ -914,13 +1084,19 @@ fn load(dir: &Path, tp: &TopicPartition, config: Arc<LogConfig>, params: LoadPar
         let base = params.log_start_offset.max(0);
         segments.insert(base, Segment::create(dir, base, "", &config, now)?);
     }
-    let mut log_end_offset = segments.values().next_back().map_or(0, Segment::next_offset);
+    let mut log_end_offset = segments
+        .values()
+        .next_back()
+        .map_or(0, Segment::next_offset);
     if log_end_offset < params.log_start_offset {
         // The checkpointed start is beyond the data (e.g. the tail was lost): start there.
         for (_, seg) in std::mem::take(&mut segments) {
             seg.delete()?;
         }
-        segments.insert(params.log_start_offset, Segment::create(dir, params.log_start_offset, "", &config, now)?);
+        segments.insert(
+            params.log_start_offset,
+            Segment::create(dir, params.log_start_offset, "", &config, now)?,
+        );
         epochs.clear()?;
         log_end_offset = params.log_start_offset;
     }
@@ -939,7 +1115,10 @@ fn load(dir: &Path, tp: &TopicPartition, config: Arc<LogConfig>, params: LoadPar
         }
         checkpoint::sync_dir(dir)?;
     }
-    let high_watermark = params.high_watermark.unwrap_or(log_end_offset).clamp(log_start_offset, log_end_offset);
+    let high_watermark = params
+        .high_watermark
+        .unwrap_or(log_end_offset)
+        .clamp(log_start_offset, log_end_offset);
     Ok(LogState {
         config,
         segments,

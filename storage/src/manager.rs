@@ -102,7 +102,13 @@ pub struct LogManager {
 /// Take an exclusive, non-blocking `flock` on `<dir>/.lock`.
 fn lock_dir(dir: &Path) -> Result<File, StorageError> {
     let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).at_path(&path)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .at_path(&path)?;
     // Safety: flock on a descriptor we own; no memory is involved.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
@@ -114,7 +120,10 @@ fn lock_dir(dir: &Path) -> Result<File, StorageError> {
 impl LogManager {
     /// Open every log under `config.log_dirs`, recovering after an unclean stop.
     /// `topic_configs` gives per-topic overrides already known (from cluster metadata).
-    pub fn open(config: ManagerConfig, topic_configs: HashMap<String, Arc<LogConfig>>) -> Result<LogManager, StorageError> {
+    pub fn open(
+        config: ManagerConfig,
+        topic_configs: HashMap<String, Arc<LogConfig>>,
+    ) -> Result<LogManager, StorageError> {
         let mut dirs = Vec::new();
         let mut logs = BTreeMap::new();
         for (dir_index, path) in config.log_dirs.iter().enumerate() {
@@ -122,10 +131,14 @@ impl LogManager {
             let lock = lock_dir(path)?;
             let marker = path.join(checkpoint::CLEAN_SHUTDOWN_MARKER);
             let clean_shutdown = marker.exists();
-            let recovery = checkpoint::read_offsets(&path.join(checkpoint::RECOVERY_POINT_CHECKPOINT))?;
-            let starts = checkpoint::read_offsets(&path.join(checkpoint::LOG_START_OFFSET_CHECKPOINT))?;
-            let hws = checkpoint::read_offsets(&path.join(checkpoint::REPLICATION_OFFSET_CHECKPOINT))?;
-            let cleaner_offsets = checkpoint::read_offsets(&path.join(checkpoint::CLEANER_OFFSET_CHECKPOINT))?;
+            let recovery =
+                checkpoint::read_offsets(&path.join(checkpoint::RECOVERY_POINT_CHECKPOINT))?;
+            let starts =
+                checkpoint::read_offsets(&path.join(checkpoint::LOG_START_OFFSET_CHECKPOINT))?;
+            let hws =
+                checkpoint::read_offsets(&path.join(checkpoint::REPLICATION_OFFSET_CHECKPOINT))?;
+            let cleaner_offsets =
+                checkpoint::read_offsets(&path.join(checkpoint::CLEANER_OFFSET_CHECKPOINT))?;
 
             let mut partitions = Vec::new();
             for entry in fs::read_dir(path).at_path(path)? {
@@ -146,7 +159,10 @@ impl LogManager {
             let started = Instant::now();
             let now = now_ms();
             let opened = open_parallel(partitions, config.recovery_threads.max(1), |tp, dir| {
-                let log_config = topic_configs.get(&tp.topic).cloned().unwrap_or_else(|| Arc::new(config.default_config.clone()));
+                let log_config = topic_configs
+                    .get(&tp.topic)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(config.default_config.clone()));
                 let params = LoadParams {
                     recovery_point: recovery.get(tp).copied().unwrap_or(0),
                     log_start_offset: starts.get(tp).copied().unwrap_or(0),
@@ -158,14 +174,24 @@ impl LogManager {
             })?;
             tracing::info!(dir = %path.display(), logs = opened.len(), clean_shutdown, elapsed_ms = started.elapsed().as_millis() as u64, "loaded log directory");
             for log in opened {
-                logs.insert(log.topic_partition().clone(), Entry { log: Arc::new(log), dir: dir_index });
+                logs.insert(
+                    log.topic_partition().clone(),
+                    Entry {
+                        log: Arc::new(log),
+                        dir: dir_index,
+                    },
+                );
             }
             if clean_shutdown {
                 // From here on a crash must be treated as unclean.
                 fs::remove_file(&marker).at_path(&marker)?;
                 checkpoint::sync_dir(path)?;
             }
-            dirs.push(LogDir { path: path.clone(), _lock: lock, cleaner_offsets: Mutex::new(cleaner_offsets) });
+            dirs.push(LogDir {
+                path: path.clone(),
+                _lock: lock,
+                cleaner_offsets: Mutex::new(cleaner_offsets),
+            });
         }
         let inner = Arc::new(Inner {
             config,
@@ -178,7 +204,11 @@ impl LogManager {
         });
         // Recovery points moved to the recovered log ends; record them now.
         inner.write_checkpoints()?;
-        Ok(LogManager { inner, threads: Mutex::new(Vec::new()), shut_down: Mutex::new(false) })
+        Ok(LogManager {
+            inner,
+            threads: Mutex::new(Vec::new()),
+            shut_down: Mutex::new(false),
+        })
     }
 
     /// Start the background flusher/retention/checkpoint thread and the cleaner thread.
@@ -188,10 +218,18 @@ impl LogManager {
             return Ok(());
         }
         let inner = self.inner.clone();
-        threads.push(std::thread::Builder::new().name("log-maintenance".into()).spawn(move || inner.maintenance_loop())?);
+        threads.push(
+            std::thread::Builder::new()
+                .name("log-maintenance".into())
+                .spawn(move || inner.maintenance_loop())?,
+        );
         if self.inner.config.cleaner_enabled {
             let inner = self.inner.clone();
-            threads.push(std::thread::Builder::new().name("log-cleaner".into()).spawn(move || inner.cleaner_loop())?);
+            threads.push(
+                std::thread::Builder::new()
+                    .name("log-cleaner".into())
+                    .spawn(move || inner.cleaner_loop())?,
+            );
         }
         Ok(())
     }
@@ -205,7 +243,12 @@ impl LogManager {
     }
 
     pub fn all_logs(&self) -> Vec<Arc<Log>> {
-        self.inner.logs.read().values().map(|e| e.log.clone()).collect()
+        self.inner
+            .logs
+            .read()
+            .values()
+            .map(|e| e.log.clone())
+            .collect()
     }
 
     /// The log for `tp`, created in the log directory holding the fewest partitions.
@@ -224,15 +267,29 @@ impl LogManager {
         let dir = (0..counts.len()).min_by_key(|i| counts[*i]).unwrap_or(0);
         let config = self.inner.config_for(&tp.topic);
         let path = self.inner.dirs[dir].path.join(tp.dir_name());
-        let log = Arc::new(Log::open(&path, tp.clone(), config, LoadParams::new_log(now_ms()))?);
+        let log = Arc::new(Log::open(
+            &path,
+            tp.clone(),
+            config,
+            LoadParams::new_log(now_ms()),
+        )?);
         checkpoint::sync_dir(&self.inner.dirs[dir].path)?;
-        logs.insert(tp.clone(), Entry { log: log.clone(), dir });
+        logs.insert(
+            tp.clone(),
+            Entry {
+                log: log.clone(),
+                dir,
+            },
+        );
         Ok(log)
     }
 
     /// Set a topic's effective config (defaults plus overrides) and apply it to its logs.
     pub fn set_topic_config(&self, topic: &str, config: Arc<LogConfig>) {
-        self.inner.topic_configs.write().insert(topic.to_string(), config.clone());
+        self.inner
+            .topic_configs
+            .write()
+            .insert(topic.to_string(), config.clone());
         for (tp, e) in self.inner.logs.read().iter() {
             if tp.topic == topic {
                 e.log.update_config(config.clone());
@@ -249,7 +306,12 @@ impl LogManager {
         let dir = &self.inner.dirs[entry.dir];
         dir.cleaner_offsets.lock().remove(tp);
         let from = entry.log.dir().to_path_buf();
-        let to = dir.path.join(format!("{}.{:x}{}", tp.dir_name(), now_ms(), DELETE_DIR_SUFFIX));
+        let to = dir.path.join(format!(
+            "{}.{:x}{}",
+            tp.dir_name(),
+            now_ms(),
+            DELETE_DIR_SUFFIX
+        ));
         fs::rename(&from, &to).at_path(&to)?;
         checkpoint::sync_dir(&dir.path)?;
         fs::remove_dir_all(&to).at_path(&to)?;
@@ -260,7 +322,9 @@ impl LogManager {
     /// DeleteRecords for one partition; the new log start offset is checkpointed at once so a
     /// restart never resurrects deleted records.
     pub fn delete_records(&self, tp: &TopicPartition, offset: i64) -> Result<i64, StorageError> {
-        let log = self.get(tp).ok_or_else(|| StorageError::LogOffline(tp.to_string()))?;
+        let log = self
+            .get(tp)
+            .ok_or_else(|| StorageError::LogOffline(tp.to_string()))?;
         let start = log.delete_records(offset, now_ms())?;
         self.inner.write_checkpoints()?;
         Ok(start)
@@ -305,7 +369,8 @@ impl LogManager {
         for dir in &self.inner.dirs {
             let marker = dir.path.join(checkpoint::CLEAN_SHUTDOWN_MARKER);
             let mut f = File::create(&marker).at_path(&marker)?;
-            f.write_all(b"{\"version\":0,\"brokerEpoch\":-1}").at_path(&marker)?;
+            f.write_all(b"{\"version\":0,\"brokerEpoch\":-1}")
+                .at_path(&marker)?;
             f.sync_all().at_path(&marker)?;
             checkpoint::sync_dir(&dir.path)?;
         }
@@ -332,11 +397,19 @@ impl Drop for LogManager {
 
 impl Inner {
     fn config_for(&self, topic: &str) -> Arc<LogConfig> {
-        self.topic_configs.read().get(topic).cloned().unwrap_or_else(|| Arc::new(self.config.default_config.clone()))
+        self.topic_configs
+            .read()
+            .get(topic)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(self.config.default_config.clone()))
     }
 
     fn entries(&self) -> Vec<(Arc<Log>, usize)> {
-        self.logs.read().values().map(|e| (e.log.clone(), e.dir)).collect()
+        self.logs
+            .read()
+            .values()
+            .map(|e| (e.log.clone(), e.dir))
+            .collect()
     }
 
     /// Sleep up to `d`; true if asked to stop.
@@ -349,7 +422,11 @@ impl Inner {
     }
 
     fn maintenance_loop(&self) {
-        let tick = self.config.flush_check_interval.min(self.config.retention_check_interval).min(self.config.checkpoint_interval);
+        let tick = self
+            .config
+            .flush_check_interval
+            .min(self.config.retention_check_interval)
+            .min(self.config.checkpoint_interval);
         let (mut last_retention, mut last_checkpoint) = (Instant::now(), Instant::now());
         while !self.sleep(tick) {
             let now = now_ms();
@@ -377,7 +454,9 @@ impl Inner {
         for (log, _) in self.entries() {
             match log.apply_retention(now) {
                 Ok(n) => deleted += n,
-                Err(e) => tracing::error!(partition = %log.topic_partition(), error = %e, "retention failed"),
+                Err(e) => {
+                    tracing::error!(partition = %log.topic_partition(), error = %e, "retention failed")
+                }
             }
         }
         if deleted > 0
@@ -402,7 +481,11 @@ impl Inner {
             if !log.config().cleanup_policy.compact {
                 continue;
             }
-            let first_dirty = self.dirs[dir].cleaner_offsets.lock().get(log.topic_partition()).copied();
+            let first_dirty = self.dirs[dir]
+                .cleaner_offsets
+                .lock()
+                .get(log.topic_partition())
+                .copied();
             if let Some(c) = cleaner::cleanable(&log, first_dirty, now)
                 && cleaner::needs_cleaning(&log, first_dirty, now)
             {
@@ -418,10 +501,15 @@ impl Inner {
             match cleaner::clean_log(&log, first_dirty, now, self.config.cleaner_max_map_entries) {
                 Ok(stats) => {
                     cleaned += 1;
-                    self.dirs[dir].cleaner_offsets.lock().insert(log.topic_partition().clone(), stats.end_offset);
+                    self.dirs[dir]
+                        .cleaner_offsets
+                        .lock()
+                        .insert(log.topic_partition().clone(), stats.end_offset);
                     tracing::info!(partition = %log.topic_partition(), bytes_before = stats.bytes_before, bytes_after = stats.bytes_after, "compacted log");
                 }
-                Err(e) => tracing::error!(partition = %log.topic_partition(), error = %e, "compaction failed"),
+                Err(e) => {
+                    tracing::error!(partition = %log.topic_partition(), error = %e, "compaction failed")
+                }
             }
         }
         if cleaned > 0
@@ -437,22 +525,39 @@ impl Inner {
         let _one = self.checkpoint_lock.lock();
         let entries = self.entries();
         for (i, dir) in self.dirs.iter().enumerate() {
-            let (mut recovery, mut starts, mut hws) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+            let (mut recovery, mut starts, mut hws) =
+                (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
             for (log, _) in entries.iter().filter(|(_, d)| *d == i) {
                 let tp = log.topic_partition().clone();
                 recovery.insert(tp.clone(), log.recovery_point());
                 hws.insert(tp.clone(), log.high_watermark());
                 // Kafka lists only logs whose start moved past their first segment.
                 let start = log.log_start_offset();
-                if log.segment_base_offsets().first().is_some_and(|b| start > *b) {
+                if log
+                    .segment_base_offsets()
+                    .first()
+                    .is_some_and(|b| start > *b)
+                {
                     starts.insert(tp, start);
                 }
             }
-            checkpoint::write_offsets(&dir.path.join(checkpoint::RECOVERY_POINT_CHECKPOINT), &recovery)?;
-            checkpoint::write_offsets(&dir.path.join(checkpoint::LOG_START_OFFSET_CHECKPOINT), &starts)?;
-            checkpoint::write_offsets(&dir.path.join(checkpoint::REPLICATION_OFFSET_CHECKPOINT), &hws)?;
+            checkpoint::write_offsets(
+                &dir.path.join(checkpoint::RECOVERY_POINT_CHECKPOINT),
+                &recovery,
+            )?;
+            checkpoint::write_offsets(
+                &dir.path.join(checkpoint::LOG_START_OFFSET_CHECKPOINT),
+                &starts,
+            )?;
+            checkpoint::write_offsets(
+                &dir.path.join(checkpoint::REPLICATION_OFFSET_CHECKPOINT),
+                &hws,
+            )?;
             let cleaner = dir.cleaner_offsets.lock().clone();
-            checkpoint::write_offsets(&dir.path.join(checkpoint::CLEANER_OFFSET_CHECKPOINT), &cleaner)?;
+            checkpoint::write_offsets(
+                &dir.path.join(checkpoint::CLEANER_OFFSET_CHECKPOINT),
+                &cleaner,
+            )?;
         }
         Ok(())
     }
@@ -468,13 +573,23 @@ fn open_parallel(
     std::thread::scope(|scope| {
         let handles: Vec<_> = partitions
             .chunks(chunk)
-            .map(|part| scope.spawn(|| part.iter().map(|(tp, dir)| open(tp, dir)).collect::<Result<Vec<_>, _>>()))
+            .map(|part| {
+                scope.spawn(|| {
+                    part.iter()
+                        .map(|(tp, dir)| open(tp, dir))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
             .collect();
         let mut out = Vec::new();
         for h in handles {
             match h.join() {
                 Ok(logs) => out.extend(logs?),
-                Err(_) => return Err(StorageError::LogOffline("a log failed to load (loader panicked)".into())),
+                Err(_) => {
+                    return Err(StorageError::LogOffline(
+                        "a log failed to load (loader panicked)".into(),
+                    ));
+                }
             }
         }
         Ok(out)

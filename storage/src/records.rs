@@ -13,8 +13,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::batch::{
-    self, BatchHeader, Compression, TimestampType, ATTRIBUTES, COMPRESSION_MASK, CRC, DELETE_HORIZON_FLAG,
-    HEADER_SIZE, LOG_OVERHEAD,
+    self, ATTRIBUTES, BatchHeader, COMPRESSION_MASK, CRC, Compression, DELETE_HORIZON_FLAG,
+    HEADER_SIZE, LOG_OVERHEAD, TimestampType,
 };
 use crate::compression;
 use crate::error::StorageError;
@@ -49,9 +49,10 @@ impl Record {
 pub fn decode_batch(batch_bytes: &[u8]) -> Result<(BatchHeader, Vec<Record>), StorageError> {
     let header = BatchHeader::parse(batch_bytes)?;
     let end = header.size().min(batch_bytes.len());
-    let codec = header
-        .compression()
-        .ok_or(StorageError::corrupt(batch::ATTRIBUTES, "unknown compression codec"))?;
+    let codec = header.compression().ok_or(StorageError::corrupt(
+        batch::ATTRIBUTES,
+        "unknown compression codec",
+    ))?;
     let body = &batch_bytes[HEADER_SIZE..end];
     let body: Bytes = match codec {
         Compression::None => Bytes::copy_from_slice(body),
@@ -59,7 +60,10 @@ pub fn decode_batch(batch_bytes: &[u8]) -> Result<(BatchHeader, Vec<Record>), St
     };
     let count = header.records_count.max(0) as usize;
     if count > body.len() / MIN_RECORD_SIZE + 1 {
-        return Err(StorageError::corrupt(batch::RECORDS_COUNT, "record count exceeds what the batch can hold"));
+        return Err(StorageError::corrupt(
+            batch::RECORDS_COUNT,
+            "record count exceeds what the batch can hold",
+        ));
     }
     let log_append_time = header.timestamp_type() == TimestampType::LogAppendTime;
     let mut records = Vec::with_capacity(count);
@@ -76,13 +80,21 @@ fn truncated() -> StorageError {
     StorageError::corrupt(HEADER_SIZE, "truncated record")
 }
 
-fn decode_record(body: &Bytes, at: usize, h: &BatchHeader, log_append_time: bool) -> Result<(Record, usize), StorageError> {
+fn decode_record(
+    body: &Bytes,
+    at: usize,
+    h: &BatchHeader,
+    log_append_time: bool,
+) -> Result<(Record, usize), StorageError> {
     let (len, n) = batch::read_varint(body, at).ok_or_else(truncated)?;
     if len < 0 {
         return Err(truncated());
     }
     let start = at + n;
-    let end = start.checked_add(len as usize).filter(|&e| e <= body.len()).ok_or_else(truncated)?;
+    let end = start
+        .checked_add(len as usize)
+        .filter(|&e| e <= body.len())
+        .ok_or_else(truncated)?;
     let buf = &body[..end];
     let mut p = start + 1; // attributes: unused in v2
     let (ts_delta, n) = batch::read_varlong(buf, p).ok_or_else(truncated)?;
@@ -103,10 +115,23 @@ fn decode_record(body: &Bytes, at: usize, h: &BatchHeader, log_append_time: bool
         headers.push(Header { key, value });
     }
     if p != end {
-        return Err(StorageError::corrupt(HEADER_SIZE, "record length disagrees with its fields"));
+        return Err(StorageError::corrupt(
+            HEADER_SIZE,
+            "record length disagrees with its fields",
+        ));
     }
-    let timestamp = if log_append_time { h.max_timestamp } else { h.base_timestamp.wrapping_add(ts_delta) };
-    let record = Record { offset: h.base_offset + offset_delta as i64, timestamp, key, value, headers };
+    let timestamp = if log_append_time {
+        h.max_timestamp
+    } else {
+        h.base_timestamp.wrapping_add(ts_delta)
+    };
+    let record = Record {
+        offset: h.base_offset + offset_delta as i64,
+        timestamp,
+        key,
+        value,
+        headers,
+    };
     Ok((record, end))
 }
 
@@ -116,7 +141,10 @@ fn read_bytes(body: &Bytes, end: usize, p: &mut usize) -> Result<Option<Bytes>, 
     if len < 0 {
         return Ok(None);
     }
-    let stop = p.checked_add(len as usize).filter(|&e| e <= end).ok_or_else(truncated)?;
+    let stop = p
+        .checked_add(len as usize)
+        .filter(|&e| e <= end)
+        .ok_or_else(truncated)?;
     let out = body.slice(*p..stop);
     *p = stop;
     Ok(Some(out))
@@ -183,7 +211,13 @@ fn put_bytes(out: &mut BytesMut, b: Option<&[u8]>) {
     }
 }
 
-fn encode_record(out: &mut BytesMut, scratch: &mut BytesMut, r: &Record, base_offset: i64, base_timestamp: i64) {
+fn encode_record(
+    out: &mut BytesMut,
+    scratch: &mut BytesMut,
+    r: &Record,
+    base_offset: i64,
+    base_timestamp: i64,
+) {
     scratch.clear();
     scratch.put_u8(0);
     put_varlong(scratch, r.timestamp.wrapping_sub(base_timestamp));
@@ -204,12 +238,18 @@ pub fn encode_batch(spec: &BatchSpec, records: &[Record]) -> Result<Bytes, Stora
     let first_ts = records.first().map_or(batch::NO_TIMESTAMP, |r| r.timestamp);
     let max_ts = match spec.log_append_time {
         Some(t) => t,
-        None => records.iter().map(|r| r.timestamp).max().unwrap_or(batch::NO_TIMESTAMP),
+        None => records
+            .iter()
+            .map(|r| r.timestamp)
+            .max()
+            .unwrap_or(batch::NO_TIMESTAMP),
     };
     let base_timestamp = spec.delete_horizon_ms.unwrap_or(first_ts);
-    let last_offset_delta = spec
-        .last_offset_delta
-        .unwrap_or_else(|| records.last().map_or(0, |r| (r.offset - spec.base_offset) as i32));
+    let last_offset_delta = spec.last_offset_delta.unwrap_or_else(|| {
+        records
+            .last()
+            .map_or(0, |r| (r.offset - spec.base_offset) as i32)
+    });
 
     let mut body = BytesMut::new();
     let mut scratch = BytesMut::new();
@@ -245,12 +285,15 @@ pub fn encode_batch(spec: &BatchSpec, records: &[Record]) -> Result<Bytes, Stora
     Ok(out.freeze())
 }
 
+/// A key and value, either of which may be null.
+pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
 /// Convenience for tests and tools: a batch of key/value records with consecutive offsets.
 pub fn simple_batch(
     base_offset: i64,
     timestamp: i64,
     compression: Compression,
-    kvs: &[(Option<&[u8]>, Option<&[u8]>)],
+    kvs: &[KeyValue<'_>],
 ) -> Bytes {
     let records: Vec<Record> = kvs
         .iter()
@@ -273,7 +316,13 @@ mod tests {
 
     #[test]
     fn encode_decode_round_trip_with_headers_and_nulls() {
-        for codec in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+        for codec in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
             let records = vec![
                 Record {
                     offset: 10,
@@ -281,11 +330,23 @@ mod tests {
                     key: Some(Bytes::from_static(b"k1")),
                     value: None,
                     headers: vec![
-                        Header { key: Bytes::from_static(b"h"), value: Some(Bytes::from_static(b"1")) },
-                        Header { key: Bytes::from_static(b"h"), value: None },
+                        Header {
+                            key: Bytes::from_static(b"h"),
+                            value: Some(Bytes::from_static(b"1")),
+                        },
+                        Header {
+                            key: Bytes::from_static(b"h"),
+                            value: None,
+                        },
                     ],
                 },
-                Record { offset: 12, timestamp: 900, key: None, value: Some(Bytes::from_static(b"v")), headers: vec![] },
+                Record {
+                    offset: 12,
+                    timestamp: 900,
+                    key: None,
+                    value: Some(Bytes::from_static(b"v")),
+                    headers: vec![],
+                },
             ];
             let mut spec = BatchSpec::new(10, codec);
             spec.last_offset_delta = Some(5);
@@ -301,7 +362,13 @@ mod tests {
 
     #[test]
     fn delete_horizon_keeps_record_timestamps() {
-        let records = vec![Record { offset: 0, timestamp: 5_000, key: Some(Bytes::from_static(b"k")), value: None, headers: vec![] }];
+        let records = vec![Record {
+            offset: 0,
+            timestamp: 5_000,
+            key: Some(Bytes::from_static(b"k")),
+            value: None,
+            headers: vec![],
+        }];
         let mut spec = BatchSpec::new(0, Compression::None);
         spec.delete_horizon_ms = Some(99_999);
         let bytes = encode_batch(&spec, &records).unwrap();
@@ -313,7 +380,8 @@ mod tests {
     #[test]
     fn hostile_record_count_is_rejected_without_allocating() {
         let mut bytes = simple_batch(0, 0, Compression::None, &[(None, Some(b"v"))]).to_vec();
-        bytes[batch::RECORDS_COUNT..batch::RECORDS_COUNT + 4].copy_from_slice(&i32::MAX.to_be_bytes());
+        bytes[batch::RECORDS_COUNT..batch::RECORDS_COUNT + 4]
+            .copy_from_slice(&i32::MAX.to_be_bytes());
         assert!(decode_batch(&bytes).is_err());
     }
 }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use memmap2::{Mmap, MmapOptions};
 
-use crate::batch::{BatchHeader, BatchRef, StoredBatches, NO_TIMESTAMP};
+use crate::batch::{BatchHeader, BatchRef, NO_TIMESTAMP, StoredBatches};
 use crate::config::LogConfig;
 use crate::epoch::LeaderEpochCache;
 use crate::error::{IoContext, StorageError};
@@ -79,14 +79,28 @@ pub struct Segment {
 
 impl Segment {
     /// Create a new empty, active segment.
-    pub fn create(dir: &Path, base_offset: i64, suffix: &str, config: &LogConfig, now_ms: i64) -> Result<Segment, StorageError> {
+    pub fn create(
+        dir: &Path,
+        base_offset: i64,
+        suffix: &str,
+        config: &LogConfig,
+        now_ms: i64,
+    ) -> Result<Segment, StorageError> {
         let log_path = segment_path(dir, base_offset, LOG_SUFFIX, suffix);
-        let file = OpenOptions::new().read(true).append(true).create(true).open(&log_path).at_path(&log_path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&log_path)
+            .at_path(&log_path)?;
         if file.metadata().at_path(&log_path)?.len() != 0 {
             // Only an empty leftover may be reused; anything else is data we must not clobber.
             return Err(StorageError::Io {
                 path: log_path,
-                source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "segment file already holds data"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "segment file already holds data",
+                ),
             });
         }
         for ext in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
@@ -95,8 +109,18 @@ impl Segment {
                 fs::remove_file(&p).at_path(&p)?;
             }
         }
-        let offset_index = OffsetIndex::open(&segment_path(dir, base_offset, INDEX_SUFFIX, suffix), base_offset, true, config.segment_index_bytes)?;
-        let time_index = TimeIndex::open(&segment_path(dir, base_offset, TIME_INDEX_SUFFIX, suffix), base_offset, true, config.segment_index_bytes)?;
+        let offset_index = OffsetIndex::open(
+            &segment_path(dir, base_offset, INDEX_SUFFIX, suffix),
+            base_offset,
+            true,
+            config.segment_index_bytes,
+        )?;
+        let time_index = TimeIndex::open(
+            &segment_path(dir, base_offset, TIME_INDEX_SUFFIX, suffix),
+            base_offset,
+            true,
+            config.segment_index_bytes,
+        )?;
         let mut seg = Segment {
             id: NEXT_SEGMENT_ID.fetch_add(1, Ordering::Relaxed),
             base_offset,
@@ -121,9 +145,20 @@ impl Segment {
 
     /// Open an existing segment. Indexes are taken as they are (trimmed by a clean roll or
     /// close); the caller decides whether to [`Segment::recover`] instead of trusting them.
-    pub fn open(dir: &Path, base_offset: i64, suffix: &str, config: &LogConfig, active: bool, now_ms: i64) -> Result<Segment, StorageError> {
+    pub fn open(
+        dir: &Path,
+        base_offset: i64,
+        suffix: &str,
+        config: &LogConfig,
+        active: bool,
+        now_ms: i64,
+    ) -> Result<Segment, StorageError> {
         let log_path = segment_path(dir, base_offset, LOG_SUFFIX, suffix);
-        let file = OpenOptions::new().read(true).append(true).open(&log_path).at_path(&log_path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&log_path)
+            .at_path(&log_path)?;
         let meta = file.metadata().at_path(&log_path)?;
         let size = meta.len();
         let created_ms = meta
@@ -131,8 +166,18 @@ impl Segment {
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(now_ms, |d| d.as_millis() as i64);
-        let offset_index = OffsetIndex::open(&segment_path(dir, base_offset, INDEX_SUFFIX, suffix), base_offset, active, config.segment_index_bytes)?;
-        let time_index = TimeIndex::open(&segment_path(dir, base_offset, TIME_INDEX_SUFFIX, suffix), base_offset, active, config.segment_index_bytes)?;
+        let offset_index = OffsetIndex::open(
+            &segment_path(dir, base_offset, INDEX_SUFFIX, suffix),
+            base_offset,
+            active,
+            config.segment_index_bytes,
+        )?;
+        let time_index = TimeIndex::open(
+            &segment_path(dir, base_offset, TIME_INDEX_SUFFIX, suffix),
+            base_offset,
+            active,
+            config.segment_index_bytes,
+        )?;
         let mut seg = Segment {
             id: NEXT_SEGMENT_ID.fetch_add(1, Ordering::Relaxed),
             base_offset,
@@ -151,13 +196,19 @@ impl Segment {
             next_offset: base_offset,
             dirty: false,
         };
-        let len = if active { reserve_len(config, size) } else { size as usize };
+        let len = if active {
+            reserve_len(config, size)
+        } else {
+            size as usize
+        };
         if active {
             seg.remap(len)?;
         } else if size > 0 {
             // A closed segment maps exactly its length; the descriptor is closed after mapping.
             let file = File::open(&log_path).at_path(&log_path)?;
-            seg.map = Some(Arc::new(unsafe { MmapOptions::new().len(len).map(&file) }.at_path(&log_path)?));
+            seg.map = Some(Arc::new(
+                unsafe { MmapOptions::new().len(len).map(&file) }.at_path(&log_path)?,
+            ));
         }
         if let Some(e) = seg.time_index.last_entry() {
             seg.max_timestamp = e.timestamp;
@@ -211,7 +262,11 @@ impl Segment {
 
     /// Kafka's `largestTimestamp`: the newest record timestamp, or the file's mtime if none.
     pub fn largest_timestamp(&self) -> i64 {
-        if self.max_timestamp >= 0 { self.max_timestamp } else { self.created_ms }
+        if self.max_timestamp >= 0 {
+            self.max_timestamp
+        } else {
+            self.created_ms
+        }
     }
 
     /// The written bytes of this segment.
@@ -225,7 +280,9 @@ impl Segment {
     /// A zero-copy slice of written bytes `[from, to)`.
     pub fn slice(&self, from: usize, to: usize) -> Bytes {
         match &self.map {
-            Some(m) if from < to && to as u64 <= self.size => Bytes::from_owner(MapOwner(m.clone())).slice(from..to),
+            Some(m) if from < to && to as u64 <= self.size => {
+                Bytes::from_owner(MapOwner(m.clone())).slice(from..to)
+            }
             _ => Bytes::new(),
         }
     }
@@ -236,7 +293,14 @@ impl Segment {
 
     /// Would appending `bytes` of batches spanning `[first_offset, last_offset]` with max
     /// timestamp `max_ts` need a new segment first? (Kafka's `shouldRoll`.)
-    pub fn should_roll(&self, config: &LogConfig, bytes: u64, last_offset: i64, max_ts: i64, now_ms: i64) -> bool {
+    pub fn should_roll(
+        &self,
+        config: &LogConfig,
+        bytes: u64,
+        last_offset: i64,
+        max_ts: i64,
+        now_ms: i64,
+    ) -> bool {
         if self.size == 0 {
             return false;
         }
@@ -252,15 +316,28 @@ impl Segment {
     }
 
     fn time_index_max_entries(&self, config: &LogConfig) -> usize {
-        if self.time_index.is_writable() { config.max_time_index_entries() } else { self.time_index.entries() }
+        if self.time_index.is_writable() {
+            config.max_time_index_entries()
+        } else {
+            self.time_index.entries()
+        }
     }
 
     /// Write already-stamped batches, laid out by `slices`, and index the `batches` they form.
     /// On a write error the file is cut back to its previous length.
-    pub fn append(&mut self, config: &LogConfig, slices: &mut [IoSlice<'_>], batches: &[BatchRef], total: u64) -> Result<(), StorageError> {
+    pub fn append(
+        &mut self,
+        config: &LogConfig,
+        slices: &mut [IoSlice<'_>],
+        batches: &[BatchRef],
+        total: u64,
+    ) -> Result<(), StorageError> {
         let path = self.log_path();
         let Some(file) = self.file.clone() else {
-            return Err(StorageError::Io { path, source: std::io::Error::other("append to a closed segment") });
+            return Err(StorageError::Io {
+                path,
+                source: std::io::Error::other("append to a closed segment"),
+            });
         };
         if let Err(e) = write_all_vectored(&file, slices) {
             // Undo a partial write so the file never holds a torn batch we did not report.
@@ -293,7 +370,10 @@ impl Segment {
             self.offset_of_max_timestamp = h.last_offset();
         }
         if self.bytes_since_last_index_entry > config.index_interval_bytes {
-            self.offset_index.append(OffsetPosition { offset: h.last_offset(), position: position as u32 });
+            self.offset_index.append(OffsetPosition {
+                offset: h.last_offset(),
+                position: position as u32,
+            });
             self.maybe_append_time_entry();
             self.bytes_since_last_index_entry = 0;
         }
@@ -302,21 +382,33 @@ impl Segment {
     }
 
     fn maybe_append_time_entry(&mut self) {
-        let last_ts = self.time_index.last_entry().map_or(NO_TIMESTAMP, |e| e.timestamp);
+        let last_ts = self
+            .time_index
+            .last_entry()
+            .map_or(NO_TIMESTAMP, |e| e.timestamp);
         if self.max_timestamp > last_ts {
-            self.time_index.append(TimestampOffset { timestamp: self.max_timestamp, offset: self.offset_of_max_timestamp });
+            self.time_index.append(TimestampOffset {
+                timestamp: self.max_timestamp,
+                offset: self.offset_of_max_timestamp,
+            });
         }
     }
 
     /// Re-validate every batch, rebuild both indexes, and cut the file at the first torn or
     /// corrupt batch. Returns how many bytes were cut.
-    pub fn recover(&mut self, config: &LogConfig, mut epochs: Option<&mut LeaderEpochCache>) -> Result<u64, StorageError> {
+    pub fn recover(
+        &mut self,
+        config: &LogConfig,
+        mut epochs: Option<&mut LeaderEpochCache>,
+    ) -> Result<u64, StorageError> {
         // Rebuilt entries need writable indexes; a closed segment is trimmed again afterwards.
         if !self.offset_index.is_writable() {
-            self.offset_index.reopen_writable(config.segment_index_bytes)?;
+            self.offset_index
+                .reopen_writable(config.segment_index_bytes)?;
         }
         if !self.time_index.is_writable() {
-            self.time_index.reopen_writable(config.segment_index_bytes)?;
+            self.time_index
+                .reopen_writable(config.segment_index_bytes)?;
         }
         // What recovery keeps may not be on disk yet: the next flush must sync it.
         self.dirty = true;
@@ -334,7 +426,9 @@ impl Segment {
             let mut out = Vec::new();
             while valid < data.len() {
                 let rest = &data[valid..];
-                let Ok(h) = BatchHeader::parse(rest) else { break };
+                let Ok(h) = BatchHeader::parse(rest) else {
+                    break;
+                };
                 if h.size() > rest.len()
                     || crate::batch::compute_crc(&rest[..h.size()]) != h.crc
                     || h.last_offset_delta < 0
@@ -355,7 +449,9 @@ impl Segment {
             position += h.size() as u64;
             if let Some(cache) = epochs.as_deref_mut()
                 && h.partition_leader_epoch >= 0
-                && cache.latest_epoch().is_none_or(|e| h.partition_leader_epoch > e)
+                && cache
+                    .latest_epoch()
+                    .is_none_or(|e| h.partition_leader_epoch > e)
             {
                 cache.assign(h.partition_leader_epoch, h.base_offset)?;
             }
@@ -370,7 +466,10 @@ impl Segment {
     /// After a clean shutdown: find the next offset by scanning from the last index entry
     /// (at most `index.interval.bytes` plus one batch), so opening is O(segments).
     pub fn load_next_offset(&mut self) {
-        let from = self.offset_index.last_entry().map_or(0, |e| e.position as usize);
+        let from = self
+            .offset_index
+            .last_entry()
+            .map_or(0, |e| e.position as usize);
         let (mut next, mut since) = (self.base_offset, 0u64);
         for b in self.batches(from) {
             next = b.header.next_offset();
@@ -383,10 +482,16 @@ impl Segment {
 
     /// The first batch whose last offset is `>= offset`, searching from the index.
     pub fn find_batch(&self, offset: i64) -> Option<BatchPosition> {
-        let from = self.offset_index.lookup(offset).map_or(0, |e| e.position as usize);
+        let from = self
+            .offset_index
+            .lookup(offset)
+            .map_or(0, |e| e.position as usize);
         self.batches(from)
             .find(|b| b.header.last_offset() >= offset)
-            .map(|b| BatchPosition { position: b.position, header: b.header })
+            .map(|b| BatchPosition {
+                position: b.position,
+                header: b.header,
+            })
     }
 
     /// The stored batch header at exactly `position`, if one starts there.
@@ -397,10 +502,16 @@ impl Segment {
     /// No longer active: final time-index entry, indexes trimmed and read-only.
     /// The file descriptor stays open until the data is flushed.
     pub fn make_inactive(&mut self) -> Result<(), StorageError> {
-        let last_ts = self.time_index.last_entry().map_or(NO_TIMESTAMP, |e| e.timestamp);
+        let last_ts = self
+            .time_index
+            .last_entry()
+            .map_or(NO_TIMESTAMP, |e| e.timestamp);
         if self.max_timestamp > last_ts {
             // Kafka's skipFullCheck entry: the time index keeps a slot free for it.
-            self.time_index.append(TimestampOffset { timestamp: self.max_timestamp, offset: self.offset_of_max_timestamp });
+            self.time_index.append(TimestampOffset {
+                timestamp: self.max_timestamp,
+                offset: self.offset_of_max_timestamp,
+            });
         }
         self.offset_index.trim()?;
         self.time_index.trim()?;
@@ -415,13 +526,21 @@ impl Segment {
     pub fn make_active(&mut self, config: &LogConfig) -> Result<(), StorageError> {
         if self.file.is_none() {
             let path = self.log_path();
-            self.file = Some(Arc::new(OpenOptions::new().read(true).append(true).open(&path).at_path(&path)?));
+            self.file = Some(Arc::new(
+                OpenOptions::new()
+                    .read(true)
+                    .append(true)
+                    .open(&path)
+                    .at_path(&path)?,
+            ));
         }
         if !self.offset_index.is_writable() {
-            self.offset_index.reopen_writable(config.segment_index_bytes)?;
+            self.offset_index
+                .reopen_writable(config.segment_index_bytes)?;
         }
         if !self.time_index.is_writable() {
-            self.time_index.reopen_writable(config.segment_index_bytes)?;
+            self.time_index
+                .reopen_writable(config.segment_index_bytes)?;
         }
         self.remap(reserve_len(config, self.size))
     }
@@ -431,7 +550,9 @@ impl Segment {
         let path = self.log_path();
         match &self.file {
             Some(f) => f.sync_data().at_path(&path)?,
-            None => File::open(&path).and_then(|f| f.sync_data()).at_path(&path)?,
+            None => File::open(&path)
+                .and_then(|f| f.sync_data())
+                .at_path(&path)?,
         }
         self.offset_index.flush()?;
         self.time_index.flush()?;
@@ -475,14 +596,25 @@ impl Segment {
             let tmp = path.with_extension("log.truncating");
             {
                 let mut src = File::open(&path).at_path(&path)?;
-                let dst = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).at_path(&tmp)?;
+                let dst = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&tmp)
+                    .at_path(&tmp)?;
                 std::io::copy(&mut std::io::Read::take(&mut src, len), &mut &dst).at_path(&tmp)?;
                 dst.sync_all().at_path(&tmp)?;
             }
             fs::rename(&tmp, &path).at_path(&path)?;
             crate::checkpoint::sync_dir(&self.dir)?;
             if self.file.is_some() {
-                self.file = Some(Arc::new(OpenOptions::new().read(true).append(true).open(&path).at_path(&path)?));
+                self.file = Some(Arc::new(
+                    OpenOptions::new()
+                        .read(true)
+                        .append(true)
+                        .open(&path)
+                        .at_path(&path)?,
+                ));
             }
         } else {
             let f = OpenOptions::new().write(true).open(&path).at_path(&path)?;
@@ -502,8 +634,18 @@ impl Segment {
         let from = self.log_path();
         let to = segment_path(&self.dir, self.base_offset, LOG_SUFFIX, suffix);
         fs::rename(&from, &to).at_path(&to)?;
-        self.offset_index.rename(&segment_path(&self.dir, self.base_offset, INDEX_SUFFIX, suffix))?;
-        self.time_index.rename(&segment_path(&self.dir, self.base_offset, TIME_INDEX_SUFFIX, suffix))?;
+        self.offset_index.rename(&segment_path(
+            &self.dir,
+            self.base_offset,
+            INDEX_SUFFIX,
+            suffix,
+        ))?;
+        self.time_index.rename(&segment_path(
+            &self.dir,
+            self.base_offset,
+            TIME_INDEX_SUFFIX,
+            suffix,
+        ))?;
         self.suffix = suffix.to_string();
         Ok(())
     }
@@ -531,7 +673,10 @@ impl Segment {
 
 /// How much address space to map for an active segment of `size` bytes.
 fn reserve_len(config: &LogConfig, size: u64) -> usize {
-    let want = config.segment_bytes.max(size).saturating_add(config.max_message_bytes as u64);
+    let want = config
+        .segment_bytes
+        .max(size)
+        .saturating_add(config.max_message_bytes as u64);
     // Round to 2 MiB and cap the reservation; a larger file just remaps as it grows.
     let want = want.min(1 << 40);
     (want.div_ceil(2 << 20) * (2 << 20)) as usize
@@ -540,7 +685,12 @@ fn reserve_len(config: &LogConfig, size: u64) -> usize {
 fn write_all_vectored(mut file: &File, mut slices: &mut [IoSlice<'_>]) -> std::io::Result<()> {
     while !slices.is_empty() {
         match file.write_vectored(slices) {
-            Ok(0) => return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "short write")),
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::WriteZero,
+                    "short write",
+                ));
+            }
             Ok(n) => IoSlice::advance_slices(&mut slices, n),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),

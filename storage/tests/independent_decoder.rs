@@ -18,7 +18,10 @@ mod indexmap_like {
     use kafka_protocol::records::Record;
     /// Header pairs of a decoded record, in order.
     pub fn headers_of(r: &Record) -> Vec<(String, Option<Vec<u8>>)> {
-        r.headers.iter().map(|(k, v)| (k.to_string(), v.as_ref().map(|b| b.to_vec()))).collect()
+        r.headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_ref().map(|b| b.to_vec())))
+            .collect()
     }
 }
 
@@ -32,7 +35,13 @@ fn kp_codec(c: Compression) -> kp::Compression {
     }
 }
 
-const CODECS: [Compression; 5] = [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd];
+const CODECS: [Compression; 5] = [
+    Compression::None,
+    Compression::Gzip,
+    Compression::Snappy,
+    Compression::Lz4,
+    Compression::Zstd,
+];
 
 /// A batch from the kafka-protocol encoder, the way an independent producer would send it.
 fn kp_batch(codec: Compression, n: usize, tag: &str) -> Bytes {
@@ -53,13 +62,23 @@ fn kp_batch(codec: Compression, n: usize, tag: &str) -> Bytes {
                 value: (i != 1).then(|| Bytes::from(format!("{tag}-value-{i}").repeat(20))),
                 headers: Default::default(),
             };
-            record.headers.insert(StrBytes::from_string(format!("h{i}")), Some(Bytes::from(format!("hv{i}"))));
+            record.headers.insert(
+                StrBytes::from_string(format!("h{i}")),
+                Some(Bytes::from(format!("hv{i}"))),
+            );
             record
         })
         .collect();
     let mut buf = BytesMut::new();
-    kp::RecordBatchEncoder::encode(&mut buf, records.iter(), &kp::RecordEncodeOptions { version: 2, compression: kp_codec(codec) })
-        .unwrap();
+    kp::RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &kp::RecordEncodeOptions {
+            version: 2,
+            compression: kp_codec(codec),
+        },
+    )
+    .unwrap();
     buf.freeze()
 }
 
@@ -71,7 +90,10 @@ fn fjord_batch(codec: Compression, n: usize, tag: &str) -> Bytes {
             timestamp: NOW + 100 + i as i64,
             key: Some(Bytes::from(format!("{tag}-k{i}"))),
             value: Some(Bytes::from(format!("{tag}-v{i}"))),
-            headers: vec![Header { key: Bytes::from_static(b"src"), value: Some(Bytes::from_static(b"fjord")) }],
+            headers: vec![Header {
+                key: Bytes::from_static(b"src"),
+                value: Some(Bytes::from_static(b"fjord")),
+            }],
         })
         .collect();
     records::encode_batch(&BatchSpec::new(0, codec), &records).unwrap()
@@ -84,7 +106,13 @@ fn segment_bytes(dir: &std::path::Path) -> Vec<u8> {
 #[test]
 fn every_record_of_a_fjord_segment_decodes_independently() {
     let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(dir.path(), TopicPartition::new("d", 0), Arc::new(LogConfig::default()), LoadParams::new_log(NOW)).unwrap();
+    let log = Log::open(
+        dir.path(),
+        TopicPartition::new("d", 0),
+        Arc::new(LogConfig::default()),
+        LoadParams::new_log(NOW),
+    )
+    .unwrap();
     let mut expected = Vec::new();
     for (i, codec) in CODECS.iter().enumerate() {
         let tag = format!("kp{i}");
@@ -94,7 +122,9 @@ fn every_record_of_a_fjord_segment_decodes_independently() {
             expected.push((info.first_offset + j, *codec, Some(tag.clone()), j));
         }
         let tag = format!("fj{i}");
-        let info = log.append_as_leader(&fjord_batch(*codec, 3, &tag), 3, NOW).unwrap();
+        let info = log
+            .append_as_leader(&fjord_batch(*codec, 3, &tag), 3, NOW)
+            .unwrap();
         for j in 0..3i64 {
             expected.push((info.first_offset + j, *codec, None, j));
         }
@@ -102,7 +132,8 @@ fn every_record_of_a_fjord_segment_decodes_independently() {
     log.close(NOW).unwrap();
 
     let mut data = Bytes::from(segment_bytes(dir.path()));
-    let sets = kp::RecordBatchDecoder::decode_all(&mut data).expect("kafka-protocol decodes the segment");
+    let sets =
+        kp::RecordBatchDecoder::decode_all(&mut data).expect("kafka-protocol decodes the segment");
     assert_eq!(sets.len(), 10);
     let decoded: Vec<kp::Record> = sets.iter().flat_map(|s| s.records.clone()).collect();
     assert_eq!(decoded.len(), expected.len());
@@ -114,14 +145,31 @@ fn every_record_of_a_fjord_segment_decodes_independently() {
                 assert_eq!(rec.timestamp, NOW + j);
                 assert_eq!(rec.producer_id, 7);
                 assert_eq!(rec.sequence, *j as i32);
-                assert_eq!(rec.key, (j % 2 == 0).then(|| Bytes::from(format!("{tag}-key-{j}"))));
-                assert_eq!(rec.value, (*j != 1).then(|| Bytes::from(format!("{tag}-value-{j}").repeat(20))));
-                assert_eq!(headers_of(rec), vec![(format!("h{j}"), Some(format!("hv{j}").into_bytes()))]);
+                assert_eq!(
+                    rec.key,
+                    (j % 2 == 0).then(|| Bytes::from(format!("{tag}-key-{j}")))
+                );
+                assert_eq!(
+                    rec.value,
+                    (*j != 1).then(|| Bytes::from(format!("{tag}-value-{j}").repeat(20)))
+                );
+                assert_eq!(
+                    headers_of(rec),
+                    vec![(format!("h{j}"), Some(format!("hv{j}").into_bytes()))]
+                );
             }
             None => {
                 assert_eq!(rec.timestamp, NOW + 100 + j);
-                assert!(rec.key.as_ref().unwrap().ends_with(format!("-k{j}").as_bytes()));
-                assert_eq!(headers_of(rec), vec![("src".to_string(), Some(b"fjord".to_vec()))]);
+                assert!(
+                    rec.key
+                        .as_ref()
+                        .unwrap()
+                        .ends_with(format!("-k{j}").as_bytes())
+                );
+                assert_eq!(
+                    headers_of(rec),
+                    vec![("src".to_string(), Some(b"fjord".to_vec()))]
+                );
             }
         }
         let _ = codec;
@@ -134,10 +182,19 @@ fn every_record_of_a_fjord_segment_decodes_independently() {
 #[test]
 fn log_append_time_batches_decode_with_the_broker_time() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = LogConfig::default().with_overrides([("message.timestamp.type", "LogAppendTime")]).unwrap();
-    let log = Log::open(dir.path(), TopicPartition::new("d", 0), Arc::new(cfg), LoadParams::new_log(NOW)).unwrap();
+    let cfg = LogConfig::default()
+        .with_overrides([("message.timestamp.type", "LogAppendTime")])
+        .unwrap();
+    let log = Log::open(
+        dir.path(),
+        TopicPartition::new("d", 0),
+        Arc::new(cfg),
+        LoadParams::new_log(NOW),
+    )
+    .unwrap();
     for codec in CODECS {
-        log.append_as_leader(&kp_batch(codec, 3, "lat"), 0, NOW + 5).unwrap();
+        log.append_as_leader(&kp_batch(codec, 3, "lat"), 0, NOW + 5)
+            .unwrap();
     }
     log.close(NOW).unwrap();
     let mut data = Bytes::from(segment_bytes(dir.path()));

@@ -15,7 +15,13 @@ const NOW: i64 = 1_700_000_000_000;
 const INDEX_INTERVAL: u64 = 150;
 
 fn codec(i: u8) -> Compression {
-    [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd][i as usize % 5]
+    [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ][i as usize % 5]
 }
 
 /// (record count, value size, codec, timestamp step)
@@ -39,11 +45,24 @@ fn make_batch(n: usize, size: usize, c: u8, ts: i64, seq: usize) -> Bytes {
 fn config(segment_bytes: u64) -> Arc<LogConfig> {
     let seg = segment_bytes.to_string();
     let interval = INDEX_INTERVAL.to_string();
-    Arc::new(LogConfig::default().with_overrides([("segment.bytes", seg.as_str()), ("index.interval.bytes", interval.as_str())]).unwrap())
+    Arc::new(
+        LogConfig::default()
+            .with_overrides([
+                ("segment.bytes", seg.as_str()),
+                ("index.interval.bytes", interval.as_str()),
+            ])
+            .unwrap(),
+    )
 }
 
 fn open(dir: &Path, cfg: Arc<LogConfig>, clean: bool) -> Log {
-    let params = LoadParams { recovery_point: 0, log_start_offset: 0, high_watermark: None, clean_shutdown: clean, now_ms: NOW };
+    let params = LoadParams {
+        recovery_point: 0,
+        log_start_offset: 0,
+        high_watermark: None,
+        clean_shutdown: clean,
+        now_ms: NOW,
+    };
     Log::open(dir, TopicPartition::new("p", 0), cfg, params).unwrap()
 }
 
@@ -57,7 +76,11 @@ fn read_batches(log: &Log) -> Vec<(i64, i64, i32)> {
             break;
         }
         for b in StoredBatches::new(&r.records, 0) {
-            out.push((b.header.base_offset, b.header.last_offset(), b.header.records_count));
+            out.push((
+                b.header.base_offset,
+                b.header.last_offset(),
+                b.header.records_count,
+            ));
             next = b.header.next_offset();
         }
     }
@@ -67,7 +90,13 @@ fn read_batches(log: &Log) -> Vec<(i64, i64, i32)> {
 fn segment_files(dir: &Path) -> Vec<i64> {
     let mut bases: Vec<i64> = std::fs::read_dir(dir)
         .unwrap()
-        .filter_map(|e| e.unwrap().file_name().to_str().and_then(|n| n.strip_suffix(".log")).map(|s| s.parse().unwrap()))
+        .filter_map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".log"))
+                .map(|s| s.parse().unwrap())
+        })
         .collect();
     bases.sort();
     bases
@@ -77,7 +106,8 @@ fn segment_files(dir: &Path) -> Vec<i64> {
 /// independently of the storage code, including the final time entry written at close.
 fn expected_indexes(data: &[u8], base: i64) -> (Vec<u8>, Vec<u8>) {
     let (mut offsets, mut times) = (Vec::new(), Vec::new());
-    let (mut since, mut max_ts, mut max_ts_offset, mut last_time_entry) = (0u64, -1i64, base, -1i64);
+    let (mut since, mut max_ts, mut max_ts_offset, mut last_time_entry) =
+        (0u64, -1i64, base, -1i64);
     let mut pos = 0usize;
     while pos < data.len() {
         let h = BatchHeader::parse(&data[pos..]).unwrap();
@@ -109,8 +139,16 @@ fn assert_indexes_match_full_scan(dir: &Path) {
     for base in segment_files(dir) {
         let data = std::fs::read(dir.join(format!("{base:020}.log"))).unwrap();
         let (offsets, times) = expected_indexes(&data, base);
-        assert_eq!(std::fs::read(dir.join(format!("{base:020}.index"))).unwrap(), offsets, "offset index of {base}");
-        assert_eq!(std::fs::read(dir.join(format!("{base:020}.timeindex"))).unwrap(), times, "time index of {base}");
+        assert_eq!(
+            std::fs::read(dir.join(format!("{base:020}.index"))).unwrap(),
+            offsets,
+            "offset index of {base}"
+        );
+        assert_eq!(
+            std::fs::read(dir.join(format!("{base:020}.timeindex"))).unwrap(),
+            times,
+            "time index of {base}"
+        );
     }
 }
 
