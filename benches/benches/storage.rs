@@ -6,6 +6,7 @@
 //! Records are 100-byte values in uncompressed batches: 1 KiB batches hold 8 records, 64 KiB
 //! batches 512. Files live under the cargo target directory (a real disk, not tmpfs).
 
+use std::cell::OnceCell;
 use std::fs::{File, OpenOptions};
 use std::hint::black_box;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -21,6 +22,8 @@ use fjord_storage::records::{self, BatchSpec, Record};
 use fjord_storage::{LoadParams, Log, LogConfig, TopicPartition};
 
 const VALUE: usize = 100;
+/// 64 MiB of 1 KiB batches for the read benchmark.
+const READ_BATCHES: usize = (64 << 20) / 1024;
 
 fn batch(records_per_batch: usize) -> Bytes {
     let recs: Vec<Record> = (0..records_per_batch)
@@ -109,23 +112,27 @@ fn bench_read(c: &mut Criterion) {
     group
         .measurement_time(Duration::from_secs(4))
         .sample_size(30);
-    // 64 MiB of 1 KiB batches, read in 1 MiB fetches; page cache warm for both.
-    let dir = bench_dir("read");
-    let log = open_log(&dir.join("log"));
-    let b = batch(8);
-    let batches = (64 << 20) / b.len();
-    for _ in 0..batches {
-        log.append_as_leader(&b, 0, 0).unwrap();
-    }
-    log.flush(0).unwrap();
-    let total_bytes = log.size_in_bytes();
-    let total_records = log.log_end_offset() as u64;
-    let segment = dir.join("log").join("00000000000000000000.log");
+    // 64 MiB of 1 KiB batches, read in 1 MiB fetches; page cache warm for both. Built on first
+    // use so a filtered run skips it.
+    let data: OnceCell<(Log, PathBuf)> = OnceCell::new();
+    let setup = || {
+        data.get_or_init(|| {
+            let dir = bench_dir("read");
+            let log = open_log(&dir.join("log"));
+            let b = batch(8);
+            for _ in 0..READ_BATCHES {
+                log.append_as_leader(&b, 0, 0).unwrap();
+            }
+            log.flush(0).unwrap();
+            (log, dir.join("log").join("00000000000000000000.log"))
+        })
+    };
     group.throughput(Throughput::ElementsAndBytes {
-        elements: total_records,
-        bytes: total_bytes,
+        elements: READ_BATCHES as u64 * 8,
+        bytes: READ_BATCHES as u64 * batch(8).len() as u64,
     });
     group.bench_function(BenchmarkId::new("fjord", "1MiB-fetches"), |bench| {
+        let (log, _) = setup();
         bench.iter(|| {
             let (mut next, mut touched) = (0i64, 0u64);
             while next < log.log_end_offset() {
@@ -147,8 +154,9 @@ fn bench_read(c: &mut Criterion) {
     });
     let mut buf = vec![0u8; 1 << 20];
     group.bench_function(BenchmarkId::new("plain_read", "1MiB-fetches"), |bench| {
+        let (_, segment) = setup();
         bench.iter(|| {
-            let mut f = File::open(&segment).unwrap();
+            let mut f = File::open(segment).unwrap();
             f.seek(SeekFrom::Start(0)).unwrap();
             let mut touched = 0u64;
             loop {
@@ -173,20 +181,27 @@ fn bench_lookup(c: &mut Criterion) {
     group
         .measurement_time(Duration::from_secs(3))
         .sample_size(30);
-    // 32 MiB in 1 KiB batches: a sparse index entry every 4 KiB; random offsets.
-    let dir = bench_dir("lookup");
-    let log = open_log(&dir.join("log"));
+    // 32 MiB in 1 KiB batches: a sparse index entry every 4 KiB; pseudo-random offsets.
     let b = batch(8);
-    for _ in 0..(32 << 20) / b.len() {
-        log.append_as_leader(&b, 0, 0).unwrap();
-    }
-    let leo = log.log_end_offset();
-    let segment = File::open(dir.join("log").join("00000000000000000000.log")).unwrap();
-    let offsets: Vec<i64> = (0..4096u64)
-        .map(|i| ((i.wrapping_mul(2654435761)) % leo as u64) as i64)
-        .collect();
+    let data: OnceCell<(Log, File, Vec<i64>)> = OnceCell::new();
+    let setup = || {
+        data.get_or_init(|| {
+            let dir = bench_dir("lookup");
+            let log = open_log(&dir.join("log"));
+            for _ in 0..(32 << 20) / b.len() {
+                log.append_as_leader(&b, 0, 0).unwrap();
+            }
+            let leo = log.log_end_offset() as u64;
+            let segment = File::open(dir.join("log").join("00000000000000000000.log")).unwrap();
+            let offsets = (0..4096u64)
+                .map(|i| (i.wrapping_mul(2654435761) % leo) as i64)
+                .collect();
+            (log, segment, offsets)
+        })
+    };
     group.throughput(Throughput::Elements(1));
     group.bench_function(BenchmarkId::new("fjord", "offset-to-batch"), |bench| {
+        let (log, _, offsets) = setup();
         let mut i = 0;
         bench.iter(|| {
             i = (i + 1) % offsets.len();
@@ -197,6 +212,7 @@ fn bench_lookup(c: &mut Criterion) {
     // Baseline: pread of the batch header at its known position (no search at all).
     let mut header = [0u8; 61];
     group.bench_function(BenchmarkId::new("plain_read", "offset-to-batch"), |bench| {
+        let (_, segment, offsets) = setup();
         let mut i = 0;
         bench.iter(|| {
             i = (i + 1) % offsets.len();
@@ -205,6 +221,39 @@ fn bench_lookup(c: &mut Criterion) {
             black_box(header[0])
         })
     });
+    group.finish();
+}
+
+/// Where append time goes: CRC32C alone, and header validation with and without the
+/// record-framing walk.
+fn bench_validate(c: &mut Criterion) {
+    use fjord_storage::batch::{self, BatchList, Validation};
+    let mut group = c.benchmark_group("validate");
+    group
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20);
+    for (label, per_batch) in [("1KiB", 8usize), ("64KiB", 512)] {
+        let b = batch(per_batch);
+        group.throughput(Throughput::ElementsAndBytes {
+            elements: per_batch as u64,
+            bytes: b.len() as u64,
+        });
+        group.bench_function(BenchmarkId::new("crc32c", label), |bench| {
+            bench.iter(|| black_box(batch::compute_crc(black_box(&b))))
+        });
+        for (name, v) in [
+            ("producer", Validation::Producer),
+            ("stored", Validation::Stored),
+        ] {
+            group.bench_function(BenchmarkId::new(name, label), |bench| {
+                bench.iter(|| {
+                    let mut out = BatchList::new();
+                    batch::split_batches(black_box(&b), v, usize::MAX, &mut out).unwrap();
+                    black_box(out.len())
+                })
+            });
+        }
+    }
     group.finish();
 }
 
@@ -275,9 +324,8 @@ fn summary() {
             continue;
         };
         let (bytes, recs) = if group == "read" {
-            let b = batch(8).len() as f64;
-            let n = ((64 << 20) as f64 / b).floor();
-            (n * b, n * 8.0)
+            let n = READ_BATCHES as f64;
+            (n * batch(8).len() as f64, n * 8.0)
         } else {
             (bytes, recs)
         };
@@ -311,6 +359,7 @@ fn main() {
     bench_append(&mut c);
     bench_read(&mut c);
     bench_lookup(&mut c);
+    bench_validate(&mut c);
     c.final_summary();
     summary();
 }

@@ -449,9 +449,9 @@ impl Cleaner<'_> {
         if newest >= 0 {
             dest.set_created_ms(newest);
             let path = dest.log_path();
-            std::fs::File::open(&path)
+            std::fs::File::open(path)
                 .and_then(|f| f.set_modified(UNIX_EPOCH + Duration::from_millis(newest as u64)))
-                .at_path(&path)?;
+                .at_path(path)?;
         }
         Ok(())
     }

@@ -22,9 +22,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
+use smallvec::SmallVec;
 
 use crate::batch::{
-    self, BatchHeader, BatchRef, HEADER_SIZE, NO_TIMESTAMP, TimestampType, Validation,
+    self, BatchHeader, BatchList, BatchRef, HEADER_SIZE, NO_TIMESTAMP, TimestampType, Validation,
 };
 use crate::checkpoint::{self, TopicPartition};
 use crate::config::LogConfig;
@@ -207,7 +208,7 @@ impl Log {
         now_ms: i64,
     ) -> Result<AppendInfo, StorageError> {
         let config = self.config();
-        let mut batches = Vec::with_capacity(1);
+        let mut batches = BatchList::new();
         batch::split_batches(
             records,
             Validation::Producer,
@@ -226,7 +227,7 @@ impl Log {
         s.check_online(&self.tp)?;
         let first_offset = s.log_end_offset;
         // Stamped copies of each header; the bodies are written straight from `records`.
-        let mut headers: Vec<[u8; HEADER_SIZE]> = Vec::with_capacity(batches.len());
+        let mut headers: SmallVec<[[u8; HEADER_SIZE]; 2]> = SmallVec::with_capacity(batches.len());
         let mut next = first_offset;
         let (mut max_ts, mut offset_of_max_ts, mut count) = (NO_TIMESTAMP, first_offset, 0i64);
         for b in batches.iter_mut() {
@@ -250,7 +251,7 @@ impl Log {
             headers.push(h);
         }
         let last_offset = next - 1;
-        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(batches.len() * 2);
+        let mut slices: SmallVec<[IoSlice<'_>; 4]> = SmallVec::with_capacity(batches.len() * 2);
         for (b, h) in batches.iter().zip(headers.iter()) {
             slices.push(IoSlice::new(h));
             slices.push(IoSlice::new(
@@ -297,7 +298,7 @@ impl Log {
         now_ms: i64,
     ) -> Result<AppendInfo, StorageError> {
         let config = self.config();
-        let mut batches = Vec::with_capacity(1);
+        let mut batches = BatchList::new();
         batch::split_batches(records, Validation::Stored, usize::MAX, &mut batches)?;
         let mut s = self.state.write();
         s.check_online(&self.tp)?;
@@ -327,7 +328,7 @@ impl Log {
                 "appended batches span more than 2^31 offsets".into(),
             ));
         }
-        let mut slices: Vec<IoSlice<'_>> = vec![IoSlice::new(records)];
+        let mut slices = [IoSlice::new(records)];
         self.write_batches(
             &mut s,
             &config,

@@ -351,7 +351,7 @@ mod tests {
             let mut spec = BatchSpec::new(10, codec);
             spec.last_offset_delta = Some(5);
             let bytes = encode_batch(&spec, &records).unwrap();
-            let mut out = Vec::new();
+            let mut out = batch::BatchList::new();
             batch::split_batches(&bytes, batch::Validation::Stored, usize::MAX, &mut out).unwrap();
             let (h, decoded) = decode_batch(&bytes).unwrap();
             assert_eq!(decoded, records, "{codec:?}");

@@ -60,6 +60,8 @@ pub struct Segment {
     base_offset: i64,
     dir: PathBuf,
     suffix: String,
+    /// `<base>.log<suffix>`, kept so the append path never formats a name.
+    log_path: PathBuf,
     file: Option<Arc<File>>,
     map: Option<Arc<Mmap>>,
     size: u64,
@@ -126,6 +128,7 @@ impl Segment {
             base_offset,
             dir: dir.to_path_buf(),
             suffix: suffix.to_string(),
+            log_path: log_path.clone(),
             file: Some(Arc::new(file)),
             map: None,
             size: 0,
@@ -183,6 +186,7 @@ impl Segment {
             base_offset,
             dir: dir.to_path_buf(),
             suffix: suffix.to_string(),
+            log_path: log_path.clone(),
             file: active.then(|| Arc::new(file)),
             map: None,
             size,
@@ -218,7 +222,7 @@ impl Segment {
     }
 
     fn remap(&mut self, len: usize) -> Result<(), StorageError> {
-        let path = self.log_path();
+        let path = self.log_path.clone();
         let file = match &self.file {
             Some(f) => f.clone(),
             None => Arc::new(File::open(&path).at_path(&path)?),
@@ -250,8 +254,8 @@ impl Segment {
     pub fn is_dirty(&self) -> bool {
         self.dirty
     }
-    pub fn log_path(&self) -> PathBuf {
-        segment_path(&self.dir, self.base_offset, LOG_SUFFIX, &self.suffix)
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
     }
     pub fn offset_index(&self) -> &OffsetIndex {
         &self.offset_index
@@ -332,7 +336,7 @@ impl Segment {
         batches: &[BatchRef],
         total: u64,
     ) -> Result<(), StorageError> {
-        let path = self.log_path();
+        let path = self.log_path.clone();
         let Some(file) = self.file.clone() else {
             return Err(StorageError::Io {
                 path,
@@ -525,7 +529,7 @@ impl Segment {
     /// Become the active segment again (after a truncation into it).
     pub fn make_active(&mut self, config: &LogConfig) -> Result<(), StorageError> {
         if self.file.is_none() {
-            let path = self.log_path();
+            let path = self.log_path.clone();
             self.file = Some(Arc::new(
                 OpenOptions::new()
                     .read(true)
@@ -547,7 +551,7 @@ impl Segment {
 
     /// fsync data and indexes (opening a closed segment's file just for the sync).
     pub fn flush(&mut self) -> Result<(), StorageError> {
-        let path = self.log_path();
+        let path = self.log_path.clone();
         match &self.file {
             Some(f) => f.sync_data().at_path(&path)?,
             None => File::open(&path)
@@ -589,7 +593,7 @@ impl Segment {
     /// Shrink the log file to `len`, in place when nobody else holds the mapping, otherwise by
     /// copying the prefix to a new file renamed over the old one.
     fn cut_file(&mut self, len: u64) -> Result<(), StorageError> {
-        let path = self.log_path();
+        let path = self.log_path.clone();
         let shared = self.map.as_ref().is_some_and(|m| Arc::strong_count(m) > 1);
         self.map = None;
         if shared {
@@ -631,7 +635,7 @@ impl Segment {
 
     /// Rename every file of this segment from its current suffix to `suffix`.
     pub fn change_suffix(&mut self, suffix: &str) -> Result<(), StorageError> {
-        let from = self.log_path();
+        let from = self.log_path.clone();
         let to = segment_path(&self.dir, self.base_offset, LOG_SUFFIX, suffix);
         fs::rename(&from, &to).at_path(&to)?;
         self.offset_index.rename(&segment_path(

@@ -101,7 +101,7 @@ fn appends_assign_offsets_and_read_back_zero_copy() {
     assert_eq!(batches[1].base_offset, 3);
     assert_eq!(batches[1].partition_leader_epoch, 5);
     // The stamped batch still passes its CRC: base offset and epoch lie outside it.
-    let mut v = Vec::new();
+    let mut v = batch::BatchList::new();
     batch::split_batches(&r.records, batch::Validation::Stored, usize::MAX, &mut v).unwrap();
     assert_eq!(read_all(&log, 0).len(), 5);
     // A read from the middle of a batch starts at that batch.
@@ -262,7 +262,7 @@ fn log_append_time_is_stamped_with_a_valid_crc() {
         .unwrap();
     assert_eq!(info.log_append_time, NOW);
     let r = log.read(0, 1 << 20, i64::MAX).unwrap();
-    let mut v = Vec::new();
+    let mut v = batch::BatchList::new();
     batch::split_batches(&r.records, batch::Validation::Stored, usize::MAX, &mut v).unwrap();
     assert_eq!(
         v[0].header.timestamp_type(),
