@@ -651,6 +651,7 @@ impl Segment {
             suffix,
         ))?;
         self.suffix = suffix.to_string();
+        self.log_path = to;
         Ok(())
     }
 
