@@ -320,10 +320,14 @@ pub fn split_batches(
 /// bytes the producer built, and walking them would cost as much again as the CRC.
 fn validate_producer_batch(h: &BatchHeader) -> Result<(), StorageError> {
     if h.is_control() {
-        return Err(StorageError::InvalidRecord("producers may not send control batches".into()));
+        return Err(StorageError::InvalidRecord(
+            "producers may not send control batches".into(),
+        ));
     }
     if h.records_count <= 0 {
-        return Err(StorageError::InvalidRecord("record batch has no records".into()));
+        return Err(StorageError::InvalidRecord(
+            "record batch has no records".into(),
+        ));
     }
     if h.last_offset_delta != h.records_count - 1 {
         return Err(StorageError::InvalidRecord(format!(

@@ -636,14 +636,18 @@ mod tests {
         Arc::new(config.with_overrides(overrides.iter().copied()).unwrap())
     }
 
+    /// Open (or reopen) a log as a single-replica leader would: everything is replicated, so
+    /// the high watermark is the log end.
     fn open(dir: &Path, config: Arc<LogConfig>) -> Log {
-        Log::open(
+        let log = Log::open(
             dir,
             TopicPartition::new("t", 0),
             config,
             LoadParams::new_log(NOW),
         )
-        .unwrap()
+        .unwrap();
+        log.set_high_watermark(log.log_end_offset());
+        log
     }
 
     type Kv<'a> = (Option<&'a str>, Option<&'a str>);
@@ -1259,7 +1263,9 @@ mod tests {
             clean_shutdown: false,
             now_ms: NOW,
         };
-        Log::open(dir, TopicPartition::new("t", 0), config, params).unwrap()
+        let log = Log::open(dir, TopicPartition::new("t", 0), config, params).unwrap();
+        log.set_high_watermark(log.log_end_offset());
+        log
     }
 
     /// Build a log with `fill`, clean it, then replay two crashes on copies of the uncleaned

@@ -55,6 +55,13 @@ pub enum StorageError {
     /// (Kafka: KAFKA_STORAGE_ERROR).
     #[error("log {0} is offline after an unrecoverable I/O error")]
     LogOffline(String),
+    /// The same partition has a directory in two log directories (Kafka refuses to start).
+    #[error("partition {partition} has logs in both {first} and {second}")]
+    DuplicateLog {
+        partition: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
     /// Another process holds the log directory.
     #[error("log directory {0} is locked by another process")]
     DirectoryLocked(PathBuf),

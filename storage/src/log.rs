@@ -1116,9 +1116,10 @@ fn load(
         }
         checkpoint::sync_dir(dir)?;
     }
+    // Without a checkpointed high watermark nothing is known to be replicated (Kafka: 0).
     let high_watermark = params
         .high_watermark
-        .unwrap_or(log_end_offset)
+        .unwrap_or(log_start_offset)
         .clamp(log_start_offset, log_end_offset);
     Ok(LogState {
         config,

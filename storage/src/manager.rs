@@ -174,14 +174,29 @@ impl LogManager {
             })?;
             tracing::info!(dir = %path.display(), logs = opened.len(), clean_shutdown, elapsed_ms = started.elapsed().as_millis() as u64, "loaded log directory");
             for log in opened {
+                let tp = log.topic_partition().clone();
+                if let Some(other) = logs.get(&tp) {
+                    let first: &Entry = other;
+                    return Err(StorageError::DuplicateLog {
+                        partition: tp.to_string(),
+                        first: first.log.dir().to_path_buf(),
+                        second: log.dir().to_path_buf(),
+                    });
+                }
                 logs.insert(
-                    log.topic_partition().clone(),
+                    tp,
                     Entry {
                         log: Arc::new(log),
                         dir: dir_index,
                     },
                 );
             }
+            // Entries for partitions without a log (deleted while we were down) must not
+            // carry over to a partition created later under the same name.
+            let cleaner_offsets: BTreeMap<TopicPartition, i64> = cleaner_offsets
+                .into_iter()
+                .filter(|(tp, _)| logs.get(tp).is_some_and(|e| e.dir == dir_index))
+                .collect();
             if clean_shutdown {
                 // From here on a crash must be treated as unclean.
                 fs::remove_file(&marker).at_path(&marker)?;
