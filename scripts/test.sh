@@ -19,11 +19,27 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "cargo test (unit, property, crash and decoder tests)"
-cargo test --workspace --no-fail-fast
-
 step "benchmarks compile"
 cargo bench --workspace --no-run
 
+step "cargo test (unit, property, crash and decoder tests)"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite, summed over every test binary.
+passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
 echo
-echo "all checks passed"
+if [ "$status" -ne 0 ] || [ "$failed" -ne 0 ]; then
+  echo "cargo test failed (exit $status)"
+  echo "tests: $passed passed, $failed failed"
+  exit 1
+fi
+if [ "$passed" -eq 0 ]; then
+  echo "no tests ran"
+  exit 1
+fi
+echo "tests: $passed passed, $failed failed"
