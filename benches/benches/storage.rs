@@ -257,8 +257,10 @@ fn bench_validate(c: &mut Criterion) {
     group.finish();
 }
 
-/// Mean time per iteration (ns) that criterion recorded for `group/function/param`.
-fn mean_ns(group: &str, function: &str, param: &str) -> Option<f64> {
+/// Time per iteration (ns) that criterion recorded for `group/function/param`: the slope
+/// estimate it prints as `time:`, or the median where there is no slope. Both resist the odd
+/// slow sample (page-cache writeback) that skews a mean on a shared machine.
+fn time_ns(group: &str, function: &str, param: &str) -> Option<f64> {
     let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()?
         .join("criterion");
@@ -270,12 +272,14 @@ fn mean_ns(group: &str, function: &str, param: &str) -> Option<f64> {
         .join("estimates.json");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    json["mean"]["point_estimate"].as_f64()
+    json["slope"]["point_estimate"]
+        .as_f64()
+        .or_else(|| json["median"]["point_estimate"].as_f64())
 }
 
 fn summary() {
     println!(
-        "\nfjord-storage summary (mean of criterion samples; ratio = fjord time / plain time)"
+        "\nfjord-storage summary (criterion slope estimates; ratio = fjord time / plain time)"
     );
     println!(
         "{:<26} {:>12} {:>14} {:>12} {:>14} {:>8}",
@@ -317,8 +321,8 @@ fn summary() {
     ];
     for (label, group, baseline, param, bytes, recs) in rows {
         let (Some(f), Some(p)) = (
-            mean_ns(group, "fjord", param),
-            mean_ns(group, baseline, param),
+            time_ns(group, "fjord", param),
+            time_ns(group, baseline, param),
         ) else {
             println!("{label:<26} (not measured in this run)");
             continue;
