@@ -272,7 +272,6 @@ impl Log {
         if leader_epoch >= 0 {
             s.epochs.assign(leader_epoch, first_offset)?;
         }
-        let flush_now = self.note_unflushed(&mut s, &config, count);
         let info = AppendInfo {
             first_offset,
             last_offset,
@@ -283,11 +282,7 @@ impl Log {
             record_count: count,
             bytes: records.len(),
         };
-        drop(s);
-        if flush_now {
-            self.flush(now_ms)?;
-        }
-        Ok(info)
+        self.finish_append(s, &config, info, now_ms)
     }
 
     /// Append batches that already carry the leader's offsets (replication). The first batch
@@ -346,7 +341,6 @@ impl Log {
                     .assign(b.header.partition_leader_epoch, b.header.base_offset)?;
             }
         }
-        let flush_now = self.note_unflushed(&mut s, &config, count);
         let info = AppendInfo {
             first_offset,
             last_offset,
@@ -357,6 +351,20 @@ impl Log {
             record_count: count,
             bytes: records.len(),
         };
+        self.finish_append(s, &config, info, now_ms)
+    }
+
+    /// Count the appended records against `flush.messages`, release the lock, and fsync if
+    /// the policy says so before the append is reported done.
+    fn finish_append(
+        &self,
+        mut s: parking_lot::RwLockWriteGuard<'_, LogState>,
+        config: &LogConfig,
+        info: AppendInfo,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        s.unflushed_messages += info.record_count;
+        let flush_now = s.unflushed_messages >= config.flush_messages;
         drop(s);
         if flush_now {
             self.flush(now_ms)?;
@@ -404,11 +412,6 @@ impl Log {
         fs::metadata(active.log_path())
             .map(|m| m.len() == active.size())
             .unwrap_or(false)
-    }
-
-    fn note_unflushed(&self, s: &mut LogState, config: &LogConfig, count: i64) -> bool {
-        s.unflushed_messages += count;
-        s.unflushed_messages >= config.flush_messages
     }
 
     fn roll_locked(

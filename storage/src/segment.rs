@@ -111,37 +111,8 @@ impl Segment {
                 fs::remove_file(&p).at_path(&p)?;
             }
         }
-        let offset_index = OffsetIndex::open(
-            &segment_path(dir, base_offset, INDEX_SUFFIX, suffix),
-            base_offset,
-            true,
-            config.segment_index_bytes,
-        )?;
-        let time_index = TimeIndex::open(
-            &segment_path(dir, base_offset, TIME_INDEX_SUFFIX, suffix),
-            base_offset,
-            true,
-            config.segment_index_bytes,
-        )?;
-        let mut seg = Segment {
-            id: NEXT_SEGMENT_ID.fetch_add(1, Ordering::Relaxed),
-            base_offset,
-            dir: dir.to_path_buf(),
-            suffix: suffix.to_string(),
-            log_path: log_path.clone(),
-            file: Some(Arc::new(file)),
-            map: None,
-            size: 0,
-            offset_index,
-            time_index,
-            bytes_since_last_index_entry: 0,
-            max_timestamp: NO_TIMESTAMP,
-            offset_of_max_timestamp: base_offset,
-            rolling_based_timestamp: None,
-            created_ms: now_ms,
-            next_offset: base_offset,
-            dirty: true,
-        };
+        let mut seg = Segment::assemble(dir, base_offset, suffix, config, Some(file), 0, now_ms)?;
+        seg.dirty = true;
         seg.remap(reserve_len(config, 0))?;
         Ok(seg)
     }
@@ -169,37 +140,8 @@ impl Segment {
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(now_ms, |d| d.as_millis() as i64);
-        let offset_index = OffsetIndex::open(
-            &segment_path(dir, base_offset, INDEX_SUFFIX, suffix),
-            base_offset,
-            active,
-            config.segment_index_bytes,
-        )?;
-        let time_index = TimeIndex::open(
-            &segment_path(dir, base_offset, TIME_INDEX_SUFFIX, suffix),
-            base_offset,
-            active,
-            config.segment_index_bytes,
-        )?;
-        let mut seg = Segment {
-            id: NEXT_SEGMENT_ID.fetch_add(1, Ordering::Relaxed),
-            base_offset,
-            dir: dir.to_path_buf(),
-            suffix: suffix.to_string(),
-            log_path: log_path.clone(),
-            file: active.then(|| Arc::new(file)),
-            map: None,
-            size,
-            offset_index,
-            time_index,
-            bytes_since_last_index_entry: 0,
-            max_timestamp: NO_TIMESTAMP,
-            offset_of_max_timestamp: base_offset,
-            rolling_based_timestamp: None,
-            created_ms,
-            next_offset: base_offset,
-            dirty: false,
-        };
+        let file = active.then_some(file);
+        let mut seg = Segment::assemble(dir, base_offset, suffix, config, file, size, created_ms)?;
         let len = if active {
             reserve_len(config, size)
         } else {
@@ -219,6 +161,41 @@ impl Segment {
             seg.offset_of_max_timestamp = e.offset;
         }
         Ok(seg)
+    }
+
+    /// A segment over an opened log file: indexes mapped writable when the segment is active
+    /// (it holds a file handle), read-only otherwise; no data mapping yet.
+    fn assemble(
+        dir: &Path,
+        base_offset: i64,
+        suffix: &str,
+        config: &LogConfig,
+        file: Option<File>,
+        size: u64,
+        created_ms: i64,
+    ) -> Result<Segment, StorageError> {
+        let active = file.is_some();
+        let index = |ext| segment_path(dir, base_offset, ext, suffix);
+        let max = config.segment_index_bytes;
+        Ok(Segment {
+            id: NEXT_SEGMENT_ID.fetch_add(1, Ordering::Relaxed),
+            base_offset,
+            dir: dir.to_path_buf(),
+            suffix: suffix.to_string(),
+            log_path: segment_path(dir, base_offset, LOG_SUFFIX, suffix),
+            file: file.map(Arc::new),
+            map: None,
+            size,
+            offset_index: OffsetIndex::open(&index(INDEX_SUFFIX), base_offset, active, max)?,
+            time_index: TimeIndex::open(&index(TIME_INDEX_SUFFIX), base_offset, active, max)?,
+            bytes_since_last_index_entry: 0,
+            max_timestamp: NO_TIMESTAMP,
+            offset_of_max_timestamp: base_offset,
+            rolling_based_timestamp: None,
+            created_ms,
+            next_offset: base_offset,
+            dirty: false,
+        })
     }
 
     fn remap(&mut self, len: usize) -> Result<(), StorageError> {
