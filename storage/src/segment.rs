@@ -383,14 +383,7 @@ impl Segment {
         mut epochs: Option<&mut LeaderEpochCache>,
     ) -> Result<u64, StorageError> {
         // Rebuilt entries need writable indexes; a closed segment is trimmed again afterwards.
-        if !self.offset_index.is_writable() {
-            self.offset_index
-                .reopen_writable(config.segment_index_bytes)?;
-        }
-        if !self.time_index.is_writable() {
-            self.time_index
-                .reopen_writable(config.segment_index_bytes)?;
-        }
+        self.make_indexes_writable(config)?;
         // What recovery keeps may not be on disk yet: the next flush must sync it.
         self.dirty = true;
         self.offset_index.clear();
@@ -503,6 +496,19 @@ impl Segment {
         Ok(())
     }
 
+    /// Map both indexes writable at their full preallocated size (if they are not already).
+    fn make_indexes_writable(&mut self, config: &LogConfig) -> Result<(), StorageError> {
+        if !self.offset_index.is_writable() {
+            self.offset_index
+                .reopen_writable(config.segment_index_bytes)?;
+        }
+        if !self.time_index.is_writable() {
+            self.time_index
+                .reopen_writable(config.segment_index_bytes)?;
+        }
+        Ok(())
+    }
+
     /// Become the active segment again (after a truncation into it).
     pub fn make_active(&mut self, config: &LogConfig) -> Result<(), StorageError> {
         if self.file.is_none() {
@@ -515,14 +521,7 @@ impl Segment {
                     .at_path(&path)?,
             ));
         }
-        if !self.offset_index.is_writable() {
-            self.offset_index
-                .reopen_writable(config.segment_index_bytes)?;
-        }
-        if !self.time_index.is_writable() {
-            self.time_index
-                .reopen_writable(config.segment_index_bytes)?;
-        }
+        self.make_indexes_writable(config)?;
         self.remap(reserve_len(config, self.size))
     }
 
