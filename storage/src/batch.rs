@@ -184,12 +184,15 @@ impl BatchHeader {
         self.batch_length as usize + LOG_OVERHEAD
     }
     #[inline]
+    /// Saturating: the base offset lies outside the CRC, so a corrupt one read from disk must
+    /// not overflow; recovery then rejects the batch by its offset range.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + self.last_offset_delta as i64
+        self.base_offset
+            .saturating_add(self.last_offset_delta as i64)
     }
     #[inline]
     pub fn next_offset(&self) -> i64 {
-        self.last_offset() + 1
+        self.last_offset().saturating_add(1)
     }
     pub fn compression(&self) -> Option<Compression> {
         Compression::from_attributes(self.attributes)

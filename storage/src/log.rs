@@ -823,11 +823,12 @@ impl Log {
                 seg.delete()?;
             }
         }
-        let first = *s
+        let first = s
             .segments
             .keys()
             .next()
-            .expect("roll keeps an active segment");
+            .copied()
+            .unwrap_or(s.log_end_offset);
         if first > s.log_start_offset {
             s.log_start_offset = first;
             s.epochs.truncate_from_start(first)?;

@@ -580,3 +580,27 @@ fn fsync_per_append_advances_the_recovery_point() {
     lazy.flush(NOW).unwrap();
     assert_eq!(lazy.recovery_point(), 3);
 }
+
+#[test]
+fn a_corrupt_base_offset_outside_the_crc_is_cut_at_recovery_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&[]);
+    let second_batch_at;
+    {
+        let log = open(dir.path(), cfg.clone());
+        log.append_as_leader(&producer_batch(3, NOW, Compression::None, "a"), 0, NOW)
+            .unwrap();
+        second_batch_at = log.size_in_bytes() as usize;
+        log.append_as_leader(&producer_batch(3, NOW, Compression::None, "b"), 0, NOW)
+            .unwrap();
+    }
+    // The base offset is not covered by the CRC: the batch still "checks out" but claims an
+    // offset near i64::MAX.
+    let path = dir.path().join("00000000000000000000.log");
+    let mut data = std::fs::read(&path).unwrap();
+    data[second_batch_at..second_batch_at + 8].copy_from_slice(&(i64::MAX - 1).to_be_bytes());
+    std::fs::write(&path, &data).unwrap();
+    let log = reopen(dir.path(), cfg, false, 0);
+    assert_eq!(log.log_end_offset(), 3);
+    assert_eq!(read_all(&log, 0).len(), 3);
+}
