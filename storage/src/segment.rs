@@ -128,11 +128,7 @@ impl Segment {
         now_ms: i64,
     ) -> Result<Segment, StorageError> {
         let log_path = segment_path(dir, base_offset, LOG_SUFFIX, suffix);
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&log_path)
-            .at_path(&log_path)?;
+        let file = open_for_append(&log_path)?;
         let meta = file.metadata().at_path(&log_path)?;
         let size = meta.len();
         let created_ms = meta
@@ -513,13 +509,7 @@ impl Segment {
     pub fn make_active(&mut self, config: &LogConfig) -> Result<(), StorageError> {
         if self.file.is_none() {
             let path = self.log_path.clone();
-            self.file = Some(Arc::new(
-                OpenOptions::new()
-                    .read(true)
-                    .append(true)
-                    .open(&path)
-                    .at_path(&path)?,
-            ));
+            self.file = Some(Arc::new(open_for_append(&path)?));
         }
         self.make_indexes_writable(config)?;
         self.remap(reserve_len(config, self.size))
@@ -588,13 +578,7 @@ impl Segment {
             fs::rename(&tmp, &path).at_path(&path)?;
             crate::checkpoint::sync_dir(&self.dir)?;
             if self.file.is_some() {
-                self.file = Some(Arc::new(
-                    OpenOptions::new()
-                        .read(true)
-                        .append(true)
-                        .open(&path)
-                        .at_path(&path)?,
-                ));
+                self.file = Some(Arc::new(open_for_append(&path)?));
             }
         } else {
             let f = OpenOptions::new().write(true).open(&path).at_path(&path)?;
@@ -650,6 +634,16 @@ impl Segment {
     pub(crate) fn set_created_ms(&mut self, ms: i64) {
         self.created_ms = ms;
     }
+}
+
+/// Open an existing segment file for appends (`O_APPEND`, so writes land at its end even
+/// after a truncation).
+fn open_for_append(path: &Path) -> Result<File, StorageError> {
+    OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(path)
+        .at_path(path)
 }
 
 /// How much address space to map for an active segment of `size` bytes.
