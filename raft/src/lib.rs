@@ -1,1 +1,13 @@
-//! KRaft-style metadata quorum on openraft for Fjord (issue #3).
+//! `fjord-raft`: the KRaft-style metadata quorum (issue #3).
+//!
+//! - [`records`]: typed, versioned metadata records and their compact encoding.
+//! - [`image`]: the metadata image that replaying those records gives.
+//! - `quorum`: the Raft group on openraft that replicates and persists the metadata log.
+
+mod codec;
+pub mod error;
+pub mod image;
+pub mod records;
+
+pub use error::{ControllerError, DecodeError};
+pub use image::{BrokerRegistration, MetadataImage, PartitionRegistration, TopicImage};
