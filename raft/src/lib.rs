@@ -5,6 +5,8 @@
 //! - `quorum`: the Raft group on openraft that replicates and persists the metadata log.
 
 mod codec;
+pub mod configs;
+pub mod controller;
 pub mod error;
 pub mod image;
 pub mod records;

@@ -1,0 +1,482 @@
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use super::*;
+use crate::records::*;
+
+fn endpoint(port: u16) -> EndpointSpec {
+    EndpointSpec {
+        name: "PLAINTEXT".into(),
+        host: "127.0.0.1".into(),
+        port,
+        security_protocol: security_protocol::PLAINTEXT,
+    }
+}
+
+struct Harness {
+    logic: ControllerLogic,
+    image: MetadataImage,
+    now: Instant,
+    epochs: std::collections::HashMap<i32, i64>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let cfg = ControllerConfig {
+            session_timeout: Duration::from_secs(5),
+            ..ControllerConfig::default()
+        };
+        Harness {
+            logic: ControllerLogic::with_seed(cfg, 7),
+            image: MetadataImage::default(),
+            now: Instant::now(),
+            epochs: Default::default(),
+        }
+    }
+
+    /// Handle a request and "commit" it: replaying the emitted records on a copy of the
+    /// committed image must give the working image, as it will on every replica.
+    fn call(&mut self, req: ControllerRequest) -> ControllerResponse {
+        let committed = self.image.clone();
+        let (resp, records) = self.logic.handle(&mut self.image, &req, self.now);
+        let mut replayed = committed;
+        let bytes = encode_batch(&records);
+        replayed.apply_batch(0, &decode_batch(&bytes).unwrap());
+        assert_eq!(
+            replayed, self.image,
+            "replay diverges from the working image"
+        );
+        resp
+    }
+
+    fn register(&mut self, id: i32, rack: &str) {
+        let resp = self.call(ControllerRequest::RegisterBroker(RegisterBroker {
+            broker_id: id,
+            incarnation_id: Uuid::from_u128(id as u128 + 100),
+            endpoints: vec![endpoint(9000 + id as u16)],
+            rack: Some(rack.into()),
+        }));
+        let ControllerResponse::RegisterBroker(Ok(r)) = resp else {
+            panic!("{resp:?}")
+        };
+        self.epochs.insert(id, r.broker_epoch);
+        let hb = self.heartbeat(id);
+        assert!(!hb.is_fenced);
+    }
+
+    fn heartbeat(&mut self, id: i32) -> HeartbeatReply {
+        let resp = self.call(ControllerRequest::Heartbeat(Heartbeat {
+            broker_id: id,
+            broker_epoch: self.epochs[&id],
+            current_metadata_offset: u64::MAX,
+            want_fence: false,
+            want_shutdown: false,
+        }));
+        let ControllerResponse::Heartbeat(Ok(r)) = resp else {
+            panic!("{resp:?}")
+        };
+        r
+    }
+
+    fn create(&mut self, name: &str, partitions: i32, rf: i16) -> Result<CreatedTopic, ApiError> {
+        let resp = self.call(ControllerRequest::CreateTopics {
+            topics: vec![CreatableTopic {
+                name: name.into(),
+                num_partitions: partitions,
+                replication_factor: rf,
+                assignments: vec![],
+                configs: vec![],
+            }],
+            validate_only: false,
+        });
+        let ControllerResponse::CreateTopics(mut v) = resp else {
+            panic!()
+        };
+        v.remove(0).1
+    }
+}
+
+#[test]
+fn create_topics_validates_like_kafka() {
+    let mut h = Harness::new();
+    h.register(1, "a");
+    h.register(2, "b");
+    h.register(3, "c");
+    let t = h.create("orders", 6, 3).unwrap();
+    assert_eq!((t.num_partitions, t.replication_factor), (6, 3));
+    let topic = h.image.topic("orders").unwrap();
+    assert_eq!(topic.id, t.topic_id);
+    for p in topic.partitions.values() {
+        assert_eq!(p.replicas.len(), 3);
+        assert_eq!(p.isr, p.replicas);
+        assert_eq!(p.leader, p.replicas[0]);
+    }
+    assert_eq!(h.create("orders", 1, 1).unwrap_err().code, 36);
+    assert_eq!(h.create("bad/name", 1, 1).unwrap_err().code, 17);
+    assert_eq!(h.create("", 1, 1).unwrap_err().code, 17);
+    assert_eq!(h.create(&"x".repeat(250), 1, 1).unwrap_err().code, 17);
+    assert_eq!(h.create("zero", 0, 1).unwrap_err().code, 37);
+    assert_eq!(h.create("wide", 1, 4).unwrap_err().code, 38);
+    h.create("a.b", 1, 1).unwrap();
+    assert_eq!(h.create("a_b", 1, 1).unwrap_err().code, 17);
+    // Defaults come from the controller config.
+    let d = h.create("defaults", -1, -1).unwrap();
+    assert_eq!((d.num_partitions, d.replication_factor), (1, 1));
+}
+
+#[test]
+fn validate_only_and_bad_configs_change_nothing() {
+    let mut h = Harness::new();
+    h.register(1, "a");
+    let before = h.image.clone();
+    let resp = h.call(ControllerRequest::CreateTopics {
+        topics: vec![CreatableTopic {
+            name: "t".into(),
+            num_partitions: 2,
+            replication_factor: 1,
+            assignments: vec![],
+            configs: vec![("retention.ms".into(), Some("1000".into()))],
+        }],
+        validate_only: true,
+    });
+    assert!(matches!(&resp, ControllerResponse::CreateTopics(v) if v[0].1.is_ok()));
+    assert_eq!(h.image, before);
+    let resp = h.call(ControllerRequest::CreateTopics {
+        topics: vec![CreatableTopic {
+            name: "t".into(),
+            num_partitions: 2,
+            replication_factor: 1,
+            assignments: vec![],
+            configs: vec![("retention.ms".into(), Some("soon".into()))],
+        }],
+        validate_only: false,
+    });
+    assert!(
+        matches!(&resp, ControllerResponse::CreateTopics(v) if v[0].1.as_ref().unwrap_err().code == 40)
+    );
+    assert_eq!(h.image, before);
+}
+
+#[test]
+fn manual_assignments_are_checked() {
+    let mut h = Harness::new();
+    h.register(1, "a");
+    h.register(2, "a");
+    let mut create = |assignments: Vec<(i32, Vec<i32>)>| {
+        let resp = h.call(ControllerRequest::CreateTopics {
+            topics: vec![CreatableTopic {
+                name: "m".into(),
+                num_partitions: -1,
+                replication_factor: -1,
+                assignments,
+                configs: vec![],
+            }],
+            validate_only: true,
+        });
+        let ControllerResponse::CreateTopics(v) = resp else {
+            panic!()
+        };
+        v[0].1.clone().map_err(|e| e.code)
+    };
+    assert!(create(vec![(0, vec![2, 1]), (1, vec![1, 2])]).is_ok());
+    assert_eq!(create(vec![(0, vec![1, 1])]), Err(39));
+    assert_eq!(create(vec![(0, vec![1, 9])]), Err(39));
+    assert_eq!(create(vec![(0, vec![1]), (1, vec![1, 2])]), Err(39));
+    assert_eq!(create(vec![(1, vec![1])]), Err(39));
+}
+
+#[test]
+fn delete_and_create_partitions() {
+    let mut h = Harness::new();
+    h.register(1, "a");
+    h.register(2, "b");
+    let t = h.create("t", 2, 2).unwrap();
+    let resp = h.call(ControllerRequest::CreatePartitions {
+        topics: vec![NewPartitions {
+            topic: "t".into(),
+            count: 1,
+            assignments: vec![],
+        }],
+        validate_only: false,
+    });
+    assert!(
+        matches!(&resp, ControllerResponse::CreatePartitions(v) if v[0].1.as_ref().unwrap_err().code == 37)
+    );
+    let resp = h.call(ControllerRequest::CreatePartitions {
+        topics: vec![NewPartitions {
+            topic: "t".into(),
+            count: 5,
+            assignments: vec![],
+        }],
+        validate_only: false,
+    });
+    assert!(matches!(&resp, ControllerResponse::CreatePartitions(v) if v[0].1.is_ok()));
+    let topic = h.image.topic("t").unwrap();
+    assert_eq!(topic.partitions.len(), 5);
+    assert!(topic.partitions.values().all(|p| p.replicas.len() == 2));
+    let resp = h.call(ControllerRequest::DeleteTopics(vec![
+        TopicRef {
+            name: None,
+            id: Some(t.topic_id),
+        },
+        TopicRef {
+            name: Some("nope".into()),
+            id: None,
+        },
+    ]));
+    let ControllerResponse::DeleteTopics(v) = resp else {
+        panic!()
+    };
+    assert_eq!(v[0].1.as_ref().unwrap().name, "t");
+    assert_eq!(v[1].1.as_ref().unwrap_err().code, 3);
+    assert!(h.image.topic("t").is_none());
+}
+
+#[test]
+fn incremental_and_legacy_alter_configs() {
+    let mut h = Harness::new();
+    h.register(1, "a");
+    h.create("t", 1, 1).unwrap();
+    let alter = |h: &mut Harness, incremental, ops: Vec<(&str, AlterConfigOp, Option<&str>)>| {
+        let resp = h.call(ControllerRequest::AlterConfigs {
+            changes: vec![ConfigChange {
+                resource: ConfigResource::Topic("t".into()),
+                incremental,
+                ops: ops
+                    .into_iter()
+                    .map(|(k, o, v)| (k.to_string(), o, v.map(str::to_string)))
+                    .collect(),
+            }],
+            validate_only: false,
+        });
+        let ControllerResponse::AlterConfigs(v) = resp else {
+            panic!()
+        };
+        v[0].1.clone().map_err(|e| e.code)
+    };
+    let overrides = |h: &Harness| {
+        h.image
+            .config_overrides(ConfigResourceType::Topic, "t")
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    use AlterConfigOp::*;
+    alter(&mut h, true, vec![("retention.ms", Set, Some("1000"))]).unwrap();
+    alter(
+        &mut h,
+        true,
+        vec![("cleanup.policy", Append, Some("compact"))],
+    )
+    .unwrap();
+    assert_eq!(
+        overrides(&h),
+        ["cleanup.policy=compact", "retention.ms=1000"]
+    );
+    alter(
+        &mut h,
+        true,
+        vec![("cleanup.policy", Append, Some("delete"))],
+    )
+    .unwrap();
+    alter(
+        &mut h,
+        true,
+        vec![("cleanup.policy", Subtract, Some("compact"))],
+    )
+    .unwrap();
+    assert_eq!(
+        overrides(&h),
+        ["cleanup.policy=delete", "retention.ms=1000"]
+    );
+    assert_eq!(
+        alter(&mut h, true, vec![("retention.ms", Append, Some("1"))]),
+        Err(40)
+    );
+    // A bad op anywhere leaves the resource untouched.
+    assert_eq!(
+        alter(
+            &mut h,
+            true,
+            vec![
+                ("retention.ms", Delete, None),
+                ("segment.bytes", Set, Some("x"))
+            ]
+        ),
+        Err(40)
+    );
+    assert_eq!(
+        overrides(&h),
+        ["cleanup.policy=delete", "retention.ms=1000"]
+    );
+    // Legacy AlterConfigs replaces the whole set.
+    alter(&mut h, false, vec![("segment.ms", Set, Some("5000"))]).unwrap();
+    assert_eq!(overrides(&h), ["segment.ms=5000"]);
+    // Cluster-wide broker default.
+    let resp = h.call(ControllerRequest::AlterConfigs {
+        changes: vec![ConfigChange {
+            resource: ConfigResource::Broker(String::new()),
+            incremental: true,
+            ops: vec![("log.retention.ms".into(), Set, Some("60000".into()))],
+        }],
+        validate_only: false,
+    });
+    assert!(matches!(&resp, ControllerResponse::AlterConfigs(v) if v[0].1.is_ok()));
+}
+
+#[test]
+fn silent_brokers_are_fenced_and_lose_leadership() {
+    let mut h = Harness::new();
+    h.register(1, "a");
+    h.register(2, "b");
+    h.register(3, "c");
+    h.create("t", 6, 3).unwrap();
+    let led_by_1: Vec<i32> = h
+        .image
+        .topic("t")
+        .unwrap()
+        .partitions
+        .iter()
+        .filter(|(_, p)| p.leader == 1)
+        .map(|(id, _)| *id)
+        .collect();
+    assert!(!led_by_1.is_empty());
+    // Brokers 2 and 3 keep heartbeating; 1 goes silent.
+    h.now += Duration::from_secs(3);
+    h.heartbeat(2);
+    h.heartbeat(3);
+    h.now += Duration::from_secs(3);
+    let records = h.logic.tick(&mut h.image, h.now);
+    assert!(!records.is_empty());
+    assert!(h.image.broker(1).unwrap().fenced);
+    for (id, p) in &h.image.topic("t").unwrap().partitions {
+        assert_ne!(p.leader, 1);
+        assert!(!p.isr.contains(&1));
+        assert!(p.isr.contains(&p.leader));
+        if led_by_1.contains(id) {
+            assert_eq!(p.leader_epoch, 1, "leader change bumps the epoch");
+        }
+    }
+    // A stale epoch is refused; a new incarnation registers and is unfenced after catching up.
+    let resp = h.call(ControllerRequest::Heartbeat(Heartbeat {
+        broker_id: 1,
+        broker_epoch: h.epochs[&1] + 100,
+        current_metadata_offset: 0,
+        want_fence: false,
+        want_shutdown: false,
+    }));
+    assert!(matches!(resp, ControllerResponse::Heartbeat(Err(ref e)) if e.code == 77));
+    let resp = h.call(ControllerRequest::RegisterBroker(RegisterBroker {
+        broker_id: 1,
+        incarnation_id: Uuid::from_u128(999),
+        endpoints: vec![endpoint(9001)],
+        rack: Some("a".into()),
+    }));
+    let ControllerResponse::RegisterBroker(Ok(r)) = resp else {
+        panic!("{resp:?}")
+    };
+    assert!(r.broker_epoch > h.epochs[&1]);
+    h.epochs.insert(1, r.broker_epoch);
+    h.logic.registration_committed(1, 50);
+    let resp = h.call(ControllerRequest::Heartbeat(Heartbeat {
+        broker_id: 1,
+        broker_epoch: r.broker_epoch,
+        current_metadata_offset: 10,
+        want_fence: false,
+        want_shutdown: false,
+    }));
+    assert!(
+        matches!(resp, ControllerResponse::Heartbeat(Ok(ref r)) if r.is_fenced && !r.is_caught_up)
+    );
+    let resp = h.call(ControllerRequest::Heartbeat(Heartbeat {
+        broker_id: 1,
+        broker_epoch: r.broker_epoch,
+        current_metadata_offset: 50,
+        want_fence: false,
+        want_shutdown: false,
+    }));
+    assert!(matches!(resp, ControllerResponse::Heartbeat(Ok(ref r)) if !r.is_fenced));
+}
+
+#[test]
+fn last_isr_member_keeps_its_place_and_leads_again_when_back() {
+    let mut h = Harness::new();
+    h.register(1, "a");
+    h.create("solo", 1, 1).unwrap();
+    h.now += Duration::from_secs(6);
+    h.logic.tick(&mut h.image, h.now);
+    let p = h.image.partition("solo", 0).unwrap().clone();
+    assert_eq!((p.leader, p.isr.clone()), (NO_LEADER, vec![1]));
+    let r = h.heartbeat(1);
+    assert!(!r.is_fenced);
+    let p = h.image.partition("solo", 0).unwrap();
+    assert_eq!(p.leader, 1);
+    assert_eq!(p.leader_epoch, 2);
+}
+
+#[test]
+fn alter_partition_checks_epochs() {
+    let mut h = Harness::new();
+    h.register(1, "a");
+    h.register(2, "b");
+    h.create("t", 1, 2).unwrap();
+    let id = h.image.topic("t").unwrap().id;
+    let p = h.image.partition("t", 0).unwrap().clone();
+    let leader = p.leader;
+    let follower = p.replicas.iter().copied().find(|b| *b != leader).unwrap();
+    let alter = |h: &mut Harness, broker: i32, leader_epoch, partition_epoch, isr: Vec<i32>| {
+        let resp = h.call(ControllerRequest::AlterPartition(AlterPartition {
+            broker_id: broker,
+            broker_epoch: h.epochs[&broker],
+            topic_id: id,
+            partition: 0,
+            leader_epoch,
+            partition_epoch,
+            new_isr: isr,
+        }));
+        let ControllerResponse::AlterPartition(r) = resp else {
+            panic!()
+        };
+        r.map_err(|e| e.code)
+    };
+    assert_eq!(alter(&mut h, follower, 0, 0, vec![follower]), Err(6));
+    assert_eq!(alter(&mut h, leader, 0, 5, vec![leader]), Err(95));
+    assert_eq!(alter(&mut h, leader, 0, 0, vec![leader, 7]), Err(107));
+    let s = alter(&mut h, leader, 0, 0, vec![leader]).unwrap();
+    assert_eq!(
+        (s.isr, s.partition_epoch, s.leader_epoch),
+        (vec![leader], 1, 0)
+    );
+    // The old partition epoch is now stale.
+    assert_eq!(alter(&mut h, leader, 0, 0, vec![leader, follower]), Err(95));
+    let s = alter(&mut h, leader, 0, 1, vec![leader, follower]).unwrap();
+    assert_eq!(s.isr.len(), 2);
+}
+
+#[test]
+fn producer_id_blocks_never_overlap() {
+    let mut h = Harness::new();
+    h.register(1, "a");
+    h.register(2, "b");
+    let mut blocks = vec![];
+    for b in [1, 2, 1] {
+        let resp = h.call(ControllerRequest::AllocateProducerIds {
+            broker_id: b,
+            broker_epoch: h.epochs[&b],
+        });
+        let ControllerResponse::AllocateProducerIds(Ok(r)) = resp else {
+            panic!()
+        };
+        blocks.push(r.first);
+    }
+    assert_eq!(blocks, vec![0, 1000, 2000]);
+    let resp = h.call(ControllerRequest::AllocateProducerIds {
+        broker_id: 1,
+        broker_epoch: -5,
+    });
+    assert!(matches!(resp, ControllerResponse::AllocateProducerIds(Err(ref e)) if e.code == 77));
+}
