@@ -233,3 +233,34 @@ fn typed_decoding_matches_request_kind() {
     hostile.put_slice(&[0xff, 0xff, 0xff, 0x0f]);
     assert!(decode_request_as::<MetadataRequest>(11, hostile.freeze()).is_err());
 }
+
+/// Found by the fuzzer: kafka-protocol decodes an unknown tag above i32::MAX
+/// (as a negative key) but drops it when re-encoding while still counting it,
+/// producing a corrupt message. Such tags, and varints longer than 32 bits,
+/// are refused up front.
+#[test]
+fn out_of_range_tags_and_overlong_varints_are_rejected() {
+    // Metadata v9: topics null, three booleans, then one tagged field whose
+    // tag is 0xffffffff.
+    let body = Bytes::from_static(&[0, 1, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0x0f, 0]);
+    assert!(matches!(
+        decode_request(ApiKey::Metadata, 9, body),
+        Err(DecodeError::Shape {
+            source: SchemaError::InvalidTag { tag: u32::MAX, .. },
+            ..
+        })
+    ));
+    // A compact array count whose fifth varint byte still has the
+    // continuation bit set.
+    let body = Bytes::from_static(&[0x81, 0x80, 0x80, 0x80, 0x80, 0, 1, 0, 0, 0]);
+    assert!(matches!(
+        decode_request(ApiKey::Metadata, 9, body),
+        Err(DecodeError::Shape {
+            source: SchemaError::InvalidVarint { .. },
+            ..
+        })
+    ));
+    // Tag i32::MAX itself is an ordinary unknown tag.
+    let body = Bytes::from_static(&[0, 1, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0x07, 0]);
+    assert!(decode_request(ApiKey::Metadata, 9, body).is_ok());
+}

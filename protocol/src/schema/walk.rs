@@ -33,6 +33,10 @@ pub enum SchemaError {
         remaining: usize,
         offset: usize,
     },
+    #[error("{what} at byte {offset} is not a valid 32-bit varint")]
+    InvalidVarint { what: &'static str, offset: usize },
+    #[error("tag {tag} at byte {offset} is out of range")]
+    InvalidTag { tag: u32, offset: usize },
     #[error("tagged field {tag} is not valid in version {version}")]
     TagNotInVersion { tag: u32, version: i16 },
     #[error("tagged field {tag} declares {declared} bytes but its value uses {used}")]
@@ -89,18 +93,24 @@ impl<'a> Reader<'a> {
         Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    /// kafka-protocol's unsigned varint: at most five bytes, extra high bits
-    /// dropped, and a set continuation bit on the fifth byte simply ends it.
+    /// Unsigned varint of at most 32 bits. kafka-protocol silently drops
+    /// excess bits and stops after five bytes even if the continuation bit is
+    /// set; Kafka rejects such varints, and so do we (valid encoders never
+    /// produce them), which keeps the walk and the decode trivially in step.
     fn uvarint(&mut self, what: &'static str) -> Result<u32, SchemaError> {
+        let offset = self.offset();
         let mut value: u32 = 0;
         for i in 0..5 {
             let b = u32::from(self.take(1, what)?[0]);
+            if i == 4 && b > 0x0f {
+                return Err(SchemaError::InvalidVarint { what, offset });
+            }
             value |= (b & 0x7f) << (i * 7);
             if b < 0x80 {
-                break;
+                return Ok(value);
             }
         }
-        Ok(value)
+        Err(SchemaError::InvalidVarint { what, offset })
     }
 }
 
@@ -158,7 +168,15 @@ fn walk_tagged(
     // by the body length whatever the count says.
     let count = r.uvarint("tagged field count")?;
     for _ in 0..count {
+        let offset = r.offset();
         let tag = r.uvarint("tag")?;
+        // kafka-protocol stores unknown tags as i32 but re-encodes only the
+        // non-negative ones while still counting them all, so a tag above
+        // i32::MAX would make a re-encoded message corrupt. Kafka's tags are
+        // small numbers; refuse those.
+        if tag > i32::MAX as u32 {
+            return Err(SchemaError::InvalidTag { tag, offset });
+        }
         let size = r.uvarint("tagged field size")? as usize;
         let offset = r.offset();
         let value = r.take(size, "tagged field")?;
