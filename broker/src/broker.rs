@@ -1,0 +1,94 @@
+//! The state request handlers share: config, the applied metadata image, hosted partitions,
+//! the controller client.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use fjord_protocol::SupportedApis;
+use fjord_raft::MetadataImage;
+use fjord_raft::client::ControllerClient;
+use tokio::sync::watch;
+
+use crate::config::BrokerConfig;
+use crate::replicas::ReplicaManager;
+
+/// Longest an admin request waits for its change to reach this broker's image, whatever
+/// timeout the client asked for.
+pub const MAX_ADMIN_WAIT: Duration = Duration::from_secs(30);
+
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub node_id: i32,
+    pub cluster_id: String,
+    pub apis: SupportedApis,
+    pub replicas: Arc<ReplicaManager>,
+    pub controller: Arc<ControllerClient>,
+    /// Images after they were applied to [`ReplicaManager`].
+    images: watch::Receiver<Arc<MetadataImage>>,
+    shutting_down: AtomicBool,
+}
+
+impl Broker {
+    pub fn new(
+        config: BrokerConfig,
+        cluster_id: String,
+        replicas: Arc<ReplicaManager>,
+        controller: Arc<ControllerClient>,
+        images: watch::Receiver<Arc<MetadataImage>>,
+    ) -> Broker {
+        Broker {
+            node_id: config.node_id,
+            config,
+            cluster_id,
+            apis: crate::dispatch::supported_apis(),
+            replicas,
+            controller,
+            images,
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    /// The latest applied metadata image.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.images.borrow().clone()
+    }
+
+    /// Waits (bounded by `timeout`) until an applied image satisfies `ready`; returns the last
+    /// image seen either way and whether it satisfied `ready`.
+    pub async fn wait_for_image(
+        &self,
+        timeout: Duration,
+        ready: impl Fn(&MetadataImage) -> bool,
+    ) -> (Arc<MetadataImage>, bool) {
+        let mut rx = self.images.clone();
+        let deadline = tokio::time::Instant::now() + timeout.min(MAX_ADMIN_WAIT);
+        loop {
+            let image = rx.borrow_and_update().clone();
+            if ready(&image) {
+                return (image, true);
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return (image, false),
+            }
+        }
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// The controller id Metadata and DescribeCluster report. Clients cannot reach KRaft
+    /// controllers, so, as Kafka does, a live broker stands in: this one while it is unfenced.
+    pub fn reported_controller_id(&self, image: &MetadataImage) -> i32 {
+        if image.broker(self.node_id).is_some_and(|b| !b.fenced) {
+            return self.node_id;
+        }
+        image.unfenced_brokers().next().map_or(-1, |b| b.id)
+    }
+}

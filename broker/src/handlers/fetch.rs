@@ -1,0 +1,244 @@
+//! Fetch for consumers, with long polling: a request that finds fewer than `min_bytes` waits
+//! for any of its partitions' high watermarks to advance (each partition wakes its waiters on
+//! append; nothing polls), up to `max_wait_ms`.
+//!
+//! Limits: `max_bytes` over the response and `partition_max_bytes` per partition; the first
+//! batch of the first partition with data is returned even when larger, so a consumer always
+//! makes progress (Kafka's rule). Consumers read up to the high watermark; the last stable
+//! offset equals it until transactions exist.
+//!
+//! Not yet: incremental fetch sessions (KIP-227). Every request is served as a full fetch and
+//! answered with session id 0, which tells clients that no session was created, so they keep
+//! sending full requests; a request naming a session gets FETCH_SESSION_ID_NOT_FOUND. Follower
+//! fetches arrive with replication.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fjord_protocol::kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, PartitionData,
+};
+use fjord_protocol::kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind};
+use fjord_storage::StorageError;
+use tokio::sync::futures::Notified;
+
+use crate::broker::Broker;
+use crate::codes;
+use crate::dispatch::{Reply, RequestContext};
+use crate::partition::{Partition, PartitionError};
+
+/// Upper bound on one long poll, whatever the client asks.
+const MAX_WAIT: Duration = Duration::from_secs(300);
+
+pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: FetchRequest) -> Reply {
+    let broker = broker.clone();
+    Reply::later(async move { ResponseKind::Fetch(fetch(&broker, &ctx, req).await) })
+}
+
+struct Wanted {
+    topic: usize,
+    partition_index: i32,
+    fetch_offset: i64,
+    max_bytes: i32,
+    current_leader_epoch: i32,
+    target: Result<Arc<Partition>, i16>,
+}
+
+async fn fetch(broker: &Broker, ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
+    let version = ctx.version();
+    if version >= 7 && req.session_id != 0 {
+        return FetchResponse::default().with_error_code(codes::FETCH_SESSION_ID_NOT_FOUND);
+    }
+    let replica_id = if version >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
+    let image = broker.image();
+    let mut heads: Vec<FetchableTopicResponse> = Vec::with_capacity(req.topics.len());
+    let mut wanted = Vec::new();
+    for (ti, topic) in req.topics.iter().enumerate() {
+        let name = if version >= 13 {
+            image.topic_by_id(&topic.topic_id).map(|t| t.name.clone())
+        } else {
+            Some(topic.topic.as_str().to_string())
+        };
+        heads.push(if version >= 13 {
+            FetchableTopicResponse::default().with_topic_id(topic.topic_id)
+        } else {
+            FetchableTopicResponse::default().with_topic(topic.topic.clone())
+        });
+        for p in &topic.partitions {
+            let target = match &name {
+                None => Err(codes::UNKNOWN_TOPIC_ID),
+                Some(_) if replica_id >= 0 => Err(codes::NOT_LEADER_OR_FOLLOWER),
+                Some(n) => broker.replicas.get(n, p.partition).ok_or_else(|| {
+                    if image.partition(n, p.partition).is_some() {
+                        codes::NOT_LEADER_OR_FOLLOWER
+                    } else {
+                        codes::UNKNOWN_TOPIC_OR_PARTITION
+                    }
+                }),
+            };
+            wanted.push(Wanted {
+                topic: ti,
+                partition_index: p.partition,
+                fetch_offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes,
+                current_leader_epoch: p.current_leader_epoch,
+                target,
+            });
+        }
+    }
+    let read_committed = version >= 4 && req.isolation_level == 1;
+    let max_bytes = if version >= 3 {
+        req.max_bytes.max(0) as usize
+    } else {
+        usize::MAX
+    };
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
+    let deadline = tokio::time::Instant::now() + max_wait;
+    let hosted: Vec<Arc<Partition>> = wanted
+        .iter()
+        .filter_map(|w| w.target.as_ref().ok().cloned())
+        .collect();
+
+    loop {
+        // Listen before reading, so an append between the read and the wait wakes us.
+        let mut wakeups: Vec<Pin<Box<Notified<'_>>>> =
+            hosted.iter().map(|p| Box::pin(p.hw_advanced())).collect();
+        for w in wakeups.iter_mut() {
+            w.as_mut().enable();
+        }
+        let (parts, bytes, errors) = read_all(&wanted, max_bytes, read_committed);
+        let done = bytes >= min_bytes
+            || errors
+            || wanted.is_empty()
+            || hosted.is_empty()
+            || tokio::time::Instant::now() >= deadline;
+        if done {
+            let mut topics = heads;
+            for (w, data) in wanted.iter().zip(parts) {
+                topics[w.topic].partitions.push(data);
+            }
+            return FetchResponse::default().with_responses(topics);
+        }
+        let any = poll_fn(|cx| {
+            for w in wakeups.iter_mut() {
+                if w.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+            }
+            Poll::Pending
+        });
+        tokio::select! {
+            _ = any => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// One pass over every partition: the data, total bytes, and whether any partition failed.
+fn read_all(
+    wanted: &[Wanted],
+    max_bytes: usize,
+    read_committed: bool,
+) -> (Vec<PartitionData>, usize, bool) {
+    let mut out = Vec::with_capacity(wanted.len());
+    let mut total = 0usize;
+    let mut errors = false;
+    for w in wanted {
+        let data = match &w.target {
+            Err(code) => {
+                errors = true;
+                error_data(w.partition_index, *code)
+            }
+            Ok(p) => match read_partition(p, w, max_bytes.saturating_sub(total), total == 0) {
+                Ok((data, n)) => {
+                    total += n;
+                    if read_committed {
+                        data.with_aborted_transactions(Some(Vec::new()))
+                    } else {
+                        data
+                    }
+                }
+                Err(e) => {
+                    errors = true;
+                    let mut d = error_data(w.partition_index, e.code);
+                    d.high_watermark = p.high_watermark();
+                    d.last_stable_offset = d.high_watermark;
+                    d.log_start_offset = p.log().log_start_offset();
+                    d
+                }
+            },
+        };
+        out.push(data);
+    }
+    (out, total, errors)
+}
+
+fn error_data(index: i32, code: i16) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(index)
+        .with_error_code(code)
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_records(Some(Bytes::new()))
+}
+
+fn read_partition(
+    p: &Partition,
+    w: &Wanted,
+    remaining: usize,
+    first: bool,
+) -> Result<(PartitionData, usize), PartitionError> {
+    if !p.is_leader() {
+        return Err(PartitionError::code(codes::NOT_LEADER_OR_FOLLOWER));
+    }
+    p.check_leader_epoch(w.current_leader_epoch)?;
+    let log = p.log();
+    let hw = p.high_watermark();
+    let limit = remaining.min(w.max_bytes.max(0) as usize);
+    let mut records = Bytes::new();
+    let mut log_start = log.log_start_offset();
+    if limit > 0 || first {
+        match log.read(w.fetch_offset, limit.max(1), hw) {
+            Ok(r) => {
+                log_start = r.log_start_offset;
+                // The storage always returns at least one batch; only the first partition
+                // with data may exceed the limits.
+                if r.records.len() <= limit || (first && w.max_bytes > 0) {
+                    records = r.records;
+                }
+            }
+            Err(e @ StorageError::OffsetOutOfRange { .. }) => {
+                return Err(PartitionError {
+                    code: codes::storage_error_code(&e),
+                    message: None,
+                });
+            }
+            Err(e) => {
+                return Err(PartitionError {
+                    code: codes::storage_error_code(&e),
+                    message: Some(e.to_string()),
+                });
+            }
+        }
+    }
+    let n = records.len();
+    Ok((
+        PartitionData::default()
+            .with_partition_index(w.partition_index)
+            .with_high_watermark(hw)
+            .with_last_stable_offset(hw)
+            .with_log_start_offset(log_start)
+            .with_records(Some(records)),
+        n,
+    ))
+}

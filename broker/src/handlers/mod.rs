@@ -1,0 +1,9 @@
+//! Request handlers, one module per API family.
+
+pub mod api_versions;
+pub mod configs;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+pub mod topics;

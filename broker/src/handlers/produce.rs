@@ -1,0 +1,155 @@
+//! Produce: validate and append each partition's batches as the leader, in request order, then
+//! answer at once (acks=1), never (acks=0), or once the high watermark covers the append
+//! (acks=-1, after checking `min.insync.replicas` against the ISR).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fjord_protocol::kafka_protocol::messages::produce_response::{
+    PartitionProduceResponse, TopicProduceResponse,
+};
+use fjord_protocol::kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+
+use crate::broker::Broker;
+use crate::codes;
+use crate::dispatch::{Reply, RequestContext};
+use crate::partition::{Partition, PartitionError};
+use crate::util::str_bytes;
+
+/// A partition's answer, plus what an acks=-1 request still has to wait for.
+struct Outcome {
+    response: PartitionProduceResponse,
+    wait: Option<(Arc<Partition>, i64)>,
+}
+
+fn failed(index: i32, e: PartitionError) -> Outcome {
+    Outcome {
+        response: PartitionProduceResponse::default()
+            .with_index(index)
+            .with_error_code(e.code)
+            .with_base_offset(-1)
+            .with_log_append_time_ms(-1)
+            .with_log_start_offset(-1)
+            .with_error_message(e.message.as_deref().map(str_bytes)),
+        wait: None,
+    }
+}
+
+pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) -> Reply {
+    let acks = req.acks;
+    let image = broker.image();
+    let mut topics: Vec<(TopicProduceResponse, Vec<Outcome>)> =
+        Vec::with_capacity(req.topic_data.len());
+    for topic in &req.topic_data {
+        // v13 names topics by id only.
+        let name = if ctx.version() >= 13 {
+            image.topic_by_id(&topic.topic_id).map(|t| t.name.clone())
+        } else {
+            Some(topic.name.as_str().to_string())
+        };
+        let settings = name
+            .as_deref()
+            .and_then(|n| broker.replicas.topic_settings(n));
+        let mut outcomes = Vec::with_capacity(topic.partition_data.len());
+        for p in &topic.partition_data {
+            let outcome = (|| {
+                if !matches!(acks, -1..=1) {
+                    return Err(PartitionError::code(codes::INVALID_REQUIRED_ACKS));
+                }
+                if req.transactional_id.is_some() {
+                    // Transactions are not served yet (and not advertised).
+                    return Err(PartitionError::code(
+                        codes::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                    ));
+                }
+                let unknown = if ctx.version() >= 13 {
+                    codes::UNKNOWN_TOPIC_ID
+                } else {
+                    codes::UNKNOWN_TOPIC_OR_PARTITION
+                };
+                let name = name.as_deref().ok_or(PartitionError::code(unknown))?;
+                let partition = broker.replicas.get(name, p.index).ok_or_else(|| {
+                    // A partition the image knows but this broker does not host.
+                    if image.partition(name, p.index).is_some() {
+                        PartitionError::code(codes::NOT_LEADER_OR_FOLLOWER)
+                    } else {
+                        PartitionError::code(codes::UNKNOWN_TOPIC_OR_PARTITION)
+                    }
+                })?;
+                if broker.is_shutting_down() {
+                    return Err(PartitionError::code(codes::NOT_LEADER_OR_FOLLOWER));
+                }
+                let records = p.records.as_deref().unwrap_or(&[]);
+                if records.is_empty() {
+                    return Err(PartitionError {
+                        code: codes::INVALID_RECORD,
+                        message: Some("produce request without records".into()),
+                    });
+                }
+                let min_isr = settings.as_ref().map_or(1, |s| s.min_insync_replicas);
+                let info = partition.append_as_leader(records, acks, min_isr)?;
+                Ok((partition, info))
+            })();
+            outcomes.push(match outcome {
+                Ok((partition, info)) => Outcome {
+                    response: PartitionProduceResponse::default()
+                        .with_index(p.index)
+                        .with_base_offset(info.first_offset)
+                        .with_log_append_time_ms(info.log_append_time)
+                        .with_log_start_offset(info.log_start_offset),
+                    wait: (acks == -1).then_some((partition, info.last_offset + 1)),
+                },
+                Err(e) => {
+                    tracing::debug!(topic = ?name, partition = p.index, code = e.code, message = ?e.message, "produce failed");
+                    failed(p.index, e)
+                }
+            });
+        }
+        let head = if ctx.version() >= 13 {
+            TopicProduceResponse::default().with_topic_id(topic.topic_id)
+        } else {
+            TopicProduceResponse::default().with_name(topic.name.clone())
+        };
+        topics.push((head, outcomes));
+    }
+    if acks == 0 {
+        return Reply::Now(None);
+    }
+    let needs_wait = topics
+        .iter()
+        .any(|(_, o)| o.iter().any(|o| o.wait.is_some()));
+    if !needs_wait {
+        return Reply::now(ResponseKind::Produce(assemble(topics)));
+    }
+    let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
+    Reply::later(async move {
+        for (_, outcomes) in topics.iter_mut() {
+            for o in outcomes.iter_mut() {
+                if let Some((partition, offset)) = o.wait.take()
+                    && !partition.wait_for_high_watermark(offset, timeout).await
+                {
+                    // Kafka answers REQUEST_TIMED_OUT when the ISR did not catch up in time
+                    // (or NOT_LEADER_OR_FOLLOWER if leadership moved meanwhile).
+                    let code = if partition.is_leader() {
+                        codes::REQUEST_TIMED_OUT
+                    } else {
+                        codes::NOT_LEADER_OR_FOLLOWER
+                    };
+                    o.response.error_code = code;
+                }
+            }
+        }
+        ResponseKind::Produce(assemble(topics))
+    })
+}
+
+fn assemble(topics: Vec<(TopicProduceResponse, Vec<Outcome>)>) -> ProduceResponse {
+    ProduceResponse::default().with_responses(
+        topics
+            .into_iter()
+            .map(|(head, outcomes)| {
+                head.with_partition_responses(outcomes.into_iter().map(|o| o.response).collect())
+            })
+            .collect(),
+    )
+}

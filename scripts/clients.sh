@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the real Kafka clients the broker tests drive into a private virtualenv:
+#   kafka-python   (an independent pure-Python implementation of the protocol)
+#   confluent-kafka (Python bindings over librdkafka; the wheel bundles librdkafka)
+# Prints the venv's python path on its last line. Idempotent and quick when already installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${FJORD_CLIENTS_VENV:-target/fjord-clients/venv}
+KAFKA_PYTHON=kafka-python==3.0.12
+CONFLUENT_KAFKA=confluent-kafka==2.16.1
+stamp="$VENV/.fjord-clients-$KAFKA_PYTHON-$CONFLUENT_KAFKA"
+
+if [ ! -f "$stamp" ]; then
+  python3 -m venv "$VENV" >&2
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "$KAFKA_PYTHON" "$CONFLUENT_KAFKA" >&2
+  # Fail here, not in a test, if either client cannot load.
+  "$VENV/bin/python" -c 'import kafka, confluent_kafka; print("kafka-python", kafka.__version__, "librdkafka", confluent_kafka.libversion()[0])' >&2
+  touch "$stamp"
+fi
+echo "$(cd "$VENV" && pwd)/bin/python"
