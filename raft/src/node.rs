@@ -37,6 +37,8 @@ pub struct NodeStatus {
 
 /// How often the active controller checks broker sessions.
 const TICK: Duration = Duration::from_millis(200);
+/// Most requests committed together as one Raft entry.
+const MAX_GROUP: usize = 256;
 /// Batches kept for brokers that fetch the metadata log tail.
 const RECENT_BATCHES: usize = 10_000;
 
@@ -309,25 +311,52 @@ async fn active_loop(
                     }));
                     continue;
                 };
-                let (resp, records) = logic.handle(image, &job.req, Instant::now());
-                let answer = if records.is_empty() {
-                    Ok(resp)
-                } else {
-                    match quorum.propose(encode_batch(&records)).await {
-                        Ok(index) => {
-                            if let ControllerRequest::RegisterBroker(r) = &job.req {
-                                logic.registration_committed(r.broker_id, index);
-                            }
-                            Ok(resp)
+                // Group commit: handle every request already waiting, in order, against the
+                // working image, and commit all their records as one entry (one fsync). Each
+                // request sees the ones before it; the group applies all or nothing.
+                let mut group = vec![job];
+                while group.len() < MAX_GROUP
+                    && let Ok(more) = jobs.try_recv()
+                {
+                    group.push(more);
+                }
+                let mut answers = Vec::with_capacity(group.len());
+                let mut records = Vec::new();
+                let mut registered = Vec::new();
+                for job in group {
+                    let (resp, recs) = logic.handle(image, &job.req, Instant::now());
+                    if let ControllerRequest::RegisterBroker(r) = &job.req
+                        && !recs.is_empty()
+                    {
+                        registered.push(r.broker_id);
+                    }
+                    records.extend(recs);
+                    answers.push((job.reply, resp));
+                }
+                if records.is_empty() {
+                    for (reply, resp) in answers {
+                        let _ = reply.send(Ok(resp));
+                    }
+                    continue;
+                }
+                match quorum.propose(encode_batch(&records)).await {
+                    Ok(index) => {
+                        for id in registered {
+                            logic.registration_committed(id, index);
                         }
-                        Err(e) => {
-                            // Outcome unknown: start again from what is committed.
-                            working = None;
-                            Err(quorum_error(e, &quorum))
+                        for (reply, resp) in answers {
+                            let _ = reply.send(Ok(resp));
                         }
                     }
-                };
-                let _ = job.reply.send(answer);
+                    Err(e) => {
+                        // Outcome unknown: start again from what is committed.
+                        working = None;
+                        let err = quorum_error(e, &quorum);
+                        for (reply, _) in answers {
+                            let _ = reply.send(Err(err.clone()));
+                        }
+                    }
+                }
             }
             _ = tick.tick() => {
                 if working.is_some() && !quorum.is_leader() {

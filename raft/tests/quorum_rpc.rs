@@ -108,7 +108,15 @@ async fn single_voter_in_process_api_and_restart() {
         assert_eq!(*idx, indexes[i]);
         assert_eq!(p, &vec![i as u8; 10]);
     }
-    let status = q.status();
+    // The status comes from openraft's metrics, which are published a moment after the apply.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let status = loop {
+        let status = q.status();
+        if status.last_applied == Some(indexes[4]) || std::time::Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!(status.leader, Some(7));
     assert_eq!(status.last_applied, Some(indexes[4]));
 

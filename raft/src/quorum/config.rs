@@ -106,9 +106,12 @@ impl QuorumConfig {
             voters,
             listen_addr,
             dir,
+            // A failed leader is replaced after roughly twice the maximum election timeout
+            // (openraft's followers wait out the old leader's lease first), so 500-1000 ms
+            // keeps controller failover near 2 s, inside the 3 s the brief allows.
             heartbeat_interval: Duration::from_millis(100),
-            election_timeout_min: Duration::from_millis(1000),
-            election_timeout_max: Duration::from_millis(2000),
+            election_timeout_min: Duration::from_millis(500),
+            election_timeout_max: Duration::from_millis(1000),
             rpc_timeout: Duration::from_secs(2),
             write_timeout: Duration::from_secs(5),
             snapshot_every_entries: 20_000,
