@@ -309,17 +309,19 @@ impl Segment {
         batches: &[BatchRef],
         total: u64,
     ) -> Result<(), StorageError> {
-        let path = self.log_path.clone();
-        let Some(file) = self.file.clone() else {
+        let Some(file) = self.file.as_ref() else {
             return Err(StorageError::Io {
-                path,
+                path: self.log_path.clone(),
                 source: std::io::Error::other("append to a closed segment"),
             });
         };
-        if let Err(e) = write_all_vectored(&file, slices) {
+        if let Err(e) = write_all_gathered(file, slices, total) {
             // Undo a partial write so the file never holds a torn batch we did not report.
-            file.set_len(self.size).at_path(&path)?;
-            return Err(StorageError::Io { path, source: e });
+            file.set_len(self.size).at_path(&self.log_path)?;
+            return Err(StorageError::Io {
+                path: self.log_path.clone(),
+                source: e,
+            });
         }
         let start = self.size;
         let needed = (start + total) as usize;
@@ -655,6 +657,32 @@ fn reserve_len(config: &LogConfig, size: u64) -> usize {
     // Round to 2 MiB and cap the reservation; a larger file just remaps as it grows.
     let want = want.min(1 << 40);
     (want.div_ceil(2 << 20) * (2 << 20)) as usize
+}
+
+/// Appends up to this size are copied into one buffer and written with a single `write()`:
+/// for small batches the copy is cheaper than the kernel walking several iovecs.
+const GATHER_LIMIT: u64 = 16 * 1024;
+
+thread_local! {
+    static GATHER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn write_all_gathered(
+    mut file: &File,
+    slices: &mut [IoSlice<'_>],
+    total: u64,
+) -> std::io::Result<()> {
+    if slices.len() < 2 || total > GATHER_LIMIT {
+        return write_all_vectored(file, slices);
+    }
+    GATHER.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        buf.clear();
+        for s in slices.iter() {
+            buf.extend_from_slice(s);
+        }
+        file.write_all(&buf)
+    })
 }
 
 fn write_all_vectored(mut file: &File, mut slices: &mut [IoSlice<'_>]) -> std::io::Result<()> {
