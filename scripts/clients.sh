@@ -9,14 +9,20 @@ cd "$(dirname "$0")/.."
 VENV=${FJORD_CLIENTS_VENV:-target/fjord-clients/venv}
 KAFKA_PYTHON=kafka-python==3.0.12
 CONFLUENT_KAFKA=confluent-kafka==2.16.1
-stamp="$VENV/.fjord-clients-$KAFKA_PYTHON-$CONFLUENT_KAFKA"
+# Codecs kafka-python needs for snappy, lz4 and zstd (gzip is built in).
+CODECS="python-snappy==0.7.3 lz4==4.4.4 zstandard==0.23.0"
+stamp="$VENV/.fjord-clients-$KAFKA_PYTHON-$CONFLUENT_KAFKA-${CODECS// /-}"
 
+mkdir -p "$(dirname "$VENV")"
+# Test binaries may call this concurrently; one installs, the others wait.
+exec 9>"$VENV.lock"
+flock 9
 if [ ! -f "$stamp" ]; then
   python3 -m venv "$VENV" >&2
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-    "$KAFKA_PYTHON" "$CONFLUENT_KAFKA" >&2
+    "$KAFKA_PYTHON" "$CONFLUENT_KAFKA" $CODECS >&2
   # Fail here, not in a test, if either client cannot load.
-  "$VENV/bin/python" -c 'import kafka, confluent_kafka; print("kafka-python", kafka.__version__, "librdkafka", confluent_kafka.libversion()[0])' >&2
+  "$VENV/bin/python" -c 'import kafka, confluent_kafka, snappy, lz4.frame, zstandard; print("kafka-python", kafka.__version__, "librdkafka", confluent_kafka.libversion()[0])' >&2
   touch "$stamp"
 fi
 echo "$(cd "$VENV" && pwd)/bin/python"
