@@ -9,7 +9,7 @@ use fjord_storage::Compression;
 use fjord_storage::records::simple_batch;
 use fjord_tests::broker::BrokerProcess;
 use fjord_tests::wire::Conn;
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
@@ -28,12 +28,25 @@ fn name(s: &str) -> TopicName {
 }
 
 fn create_topic(conn: &mut Conn, topic: &str, partitions: i32) {
+    create_topic_with(conn, topic, partitions, &[]);
+}
+
+fn create_topic_with(conn: &mut Conn, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let configs = configs
+        .iter()
+        .map(|(k, v)| {
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_string(k.to_string()))
+                .with_value(Some(StrBytes::from_string(v.to_string())))
+        })
+        .collect();
     let req = CreateTopicsRequest::default()
         .with_topics(vec![
             CreatableTopic::default()
                 .with_name(name(topic))
                 .with_num_partitions(partitions)
-                .with_replication_factor(1),
+                .with_replication_factor(1)
+                .with_configs(configs),
         ])
         .with_timeout_ms(10_000);
     let resp = conn.call(7, &req);
@@ -192,6 +205,21 @@ fn produce_errors_acks_zero_and_pipelining() {
         "INVALID_REQUIRED_ACKS"
     );
 
+    // acks=all honours min.insync.replicas against the ISR (one replica here).
+    create_topic_with(&mut c, "strict", 1, &[("min.insync.replicas", "2")]);
+    let resp = c.call(9, &produce_request("strict", 0, -1, batch(&["x"])));
+    assert_eq!(
+        resp.responses[0].partition_responses[0].error_code, 19,
+        "NOT_ENOUGH_REPLICAS"
+    );
+    let resp = c.call(9, &produce_request("strict", 0, 1, batch(&["x"])));
+    assert_eq!(
+        resp.responses[0].partition_responses[0].error_code, 0,
+        "acks=1 is not bound by it"
+    );
+    let resp = c.call(9, &produce_request("wire", 0, -1, batch(&["x"])));
+    assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+
     // acks=0 gets no answer: the next answer on the connection is for the next request.
     c.send(9, &produce_request("wire", 0, 0, batch(&["silent"])));
     let id = c.send(3, &ApiVersionsRequest::default());
@@ -216,8 +244,8 @@ fn produce_errors_acks_zero_and_pipelining() {
         assert!(p.base_offset > last_offset, "appends in request order");
         last_offset = p.base_offset;
     }
-    // 1 silent record + 30 pipelined ones.
-    assert_eq!(last_offset, 30);
+    // 1 acks=all record, 1 silent one, then 30 pipelined ones.
+    assert_eq!(last_offset, 31);
 }
 
 #[test]
