@@ -12,8 +12,8 @@ use crate::controller::requests::{ControllerRequest, ControllerResponse};
 use crate::error::ControllerError;
 use crate::image::MetadataImage;
 use crate::node::{
-    ControllerNode, FetchMetadata, MetadataDelta, NodeStatus, RPC_CONTROLLER_REQUEST,
-    RPC_FETCH_METADATA, RPC_QUORUM_STATUS, RemoteError, decode,
+    ControllerNode, FetchMetadata, MetadataDelta, MetadataReply, NodeStatus,
+    RPC_CONTROLLER_REQUEST, RPC_FETCH_METADATA, RPC_QUORUM_STATUS, RemoteError, decode,
 };
 use crate::quorum::{RpcClient, Voter};
 use crate::records::decode_batch;
@@ -82,6 +82,7 @@ impl ControllerClient {
     ) -> Result<ControllerResponse, ControllerError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut next = 0usize;
+        let mut redirects = 0u32;
         let mut last_err = ControllerError::QuorumUnavailable("no controller answered".into());
         while tokio::time::Instant::now() < deadline {
             let hint = *self.leader_hint.lock();
@@ -105,7 +106,10 @@ impl ControllerClient {
                 }
                 Ok(Err(ControllerError::NotController { leader })) => {
                     *self.leader_hint.lock() = leader.filter(|l| *l != target);
-                    if leader.is_none() || leader == Some(target) {
+                    redirects += 1;
+                    // Follow one hint at once; after that, controllers pointing at each other
+                    // during an election must not make us spin.
+                    if leader.is_none() || leader == Some(target) || redirects > 1 {
                         tokio::time::sleep(NO_LEADER_BACKOFF).await;
                     }
                     last_err = ControllerError::NotController { leader };
@@ -148,7 +152,7 @@ pub async fn fetch_metadata_loop(voters: Vec<Voter>, publish: watch::Sender<Arc<
                 Duration::from_secs(5),
             )
             .await;
-        let delta: MetadataDelta = match reply.map_err(|e| e.to_string()).and_then(|r| decode(&r)) {
+        let reply: MetadataReply = match reply.map_err(|e| e.to_string()).and_then(|r| decode(&r)) {
             Ok(d) => d,
             Err(e) => {
                 tracing::debug!(controller = voter.id, error = %e, "metadata fetch failed");
@@ -157,7 +161,14 @@ pub async fn fetch_metadata_loop(voters: Vec<Voter>, publish: watch::Sender<Arc<
                 continue;
             }
         };
-        let changed = match delta {
+        // Follow the quorum leader: it has everything committed.
+        if let Some(l) = reply.leader
+            && l != voter.id
+            && let Some(pos) = voters.iter().position(|v| v.id == l)
+        {
+            next = pos;
+        }
+        let changed = match reply.delta {
             MetadataDelta::Batches(batches) => {
                 let any = !batches.is_empty();
                 for (index, payload) in batches {
@@ -180,6 +191,7 @@ pub async fn fetch_metadata_loop(voters: Vec<Voter>, publish: watch::Sender<Arc<
                 Err(e) => {
                     tracing::error!(error = %e, "undecodable metadata snapshot");
                     next += 1;
+                    tokio::time::sleep(NO_LEADER_BACKOFF).await;
                     false
                 }
             },
@@ -210,7 +222,7 @@ pub async fn fetch_image(addr: &str, timeout: Duration) -> Result<MetadataImage,
             .call(addr, RPC_FETCH_METADATA, Bytes::from(body), remaining)
             .await
             .map_err(|e| e.to_string())?;
-        match decode::<MetadataDelta>(&reply)? {
+        match decode::<MetadataReply>(&reply)?.delta {
             MetadataDelta::Batches(b) if b.is_empty() => return Ok(image),
             MetadataDelta::Batches(b) => {
                 for (index, payload) in b {

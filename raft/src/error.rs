@@ -58,6 +58,11 @@ pub enum ControllerError {
     RequestTimedOut(String),
     #[error("unsupported: {0}")]
     Unsupported(String),
+    #[error("policy violation: {0}")]
+    PolicyViolation(String),
+    /// An error a remote controller answered with, carried by its Kafka code.
+    #[error("{message}")]
+    Remote { code: i16, message: String },
 }
 
 impl ControllerError {
@@ -86,6 +91,8 @@ impl ControllerError {
             BrokerIdNotRegistered(_) => 102,
             IneligibleReplica(_) => 107,
             Unsupported(_) => 35,
+            PolicyViolation(_) => 44,
+            Remote { code, .. } => *code,
         }
     }
 }

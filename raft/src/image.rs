@@ -187,9 +187,9 @@ impl MetadataImage {
                 }
                 if r.leader != NO_LEADER_CHANGE && r.leader != p.leader {
                     p.leader = r.leader;
-                    p.leader_epoch += 1;
+                    p.leader_epoch = p.leader_epoch.wrapping_add(1);
                 }
-                p.partition_epoch += 1;
+                p.partition_epoch = p.partition_epoch.wrapping_add(1);
             }
             RemoveTopic(r) => {
                 let topic = self.topics.remove(&r.topic_id).ok_or("unknown topic id")?;

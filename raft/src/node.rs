@@ -23,6 +23,9 @@ pub const RPC_CONTROLLER_REQUEST: u8 = 16;
 /// RPC kind of a [`FetchMetadata`].
 pub const RPC_FETCH_METADATA: u8 = 17;
 
+/// RPC kind of a [`ControllerRequest`] forwarded by another controller: never forwarded again.
+pub const RPC_CONTROLLER_FORWARDED: u8 = 19;
+
 /// RPC kind of a quorum status query (answered with [`NodeStatus`]).
 pub const RPC_QUORUM_STATUS: u8 = 18;
 
@@ -68,10 +71,7 @@ impl From<RemoteError> for ControllerError {
         match e {
             RemoteError::NotController { leader } => ControllerError::NotController { leader },
             RemoteError::Unavailable(m) => ControllerError::QuorumUnavailable(m),
-            RemoteError::Failed { code, message } => match code {
-                7 => ControllerError::RequestTimedOut(message),
-                _ => ControllerError::InvalidRequest(format!("controller error {code}: {message}")),
-            },
+            RemoteError::Failed { code, message } => ControllerError::Remote { code, message },
         }
     }
 }
@@ -81,6 +81,14 @@ impl From<RemoteError> for ControllerError {
 pub struct FetchMetadata {
     pub offset: u64,
     pub max_wait_ms: u64,
+}
+
+/// A controller's answer to [`FetchMetadata`], with the quorum leader it knows so brokers can
+/// move to the leader (a lagging follower would serve them stale metadata).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MetadataReply {
+    pub leader: Option<u64>,
+    pub delta: MetadataDelta,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -117,8 +125,11 @@ struct Service {
     forward: Arc<RpcClient>,
 }
 
-/// Bound on a forwarded request.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on a forwarded request: below the client's own attempt timeout, so the client never
+/// retries elsewhere while a forwarded copy may still run.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
+/// Most bytes of batches in one FetchMetadata reply (always at least one batch).
+const FETCH_MAX_BYTES: usize = 4 << 20;
 
 fn encode<T: Serialize>(v: &T) -> Result<Bytes, String> {
     bincode::serialize(v)
@@ -159,9 +170,16 @@ impl Service {
                 if let Some(batches) = self.recent.lock().since(f.offset, 1000)
                     && !batches.is_empty()
                 {
-                    return MetadataDelta::Batches(
-                        batches.into_iter().map(|(i, b)| (i, b.to_vec())).collect(),
-                    );
+                    let mut bytes = 0;
+                    let mut out = Vec::new();
+                    for (i, b) in batches {
+                        if !out.is_empty() && bytes + b.len() > FETCH_MAX_BYTES {
+                            break;
+                        }
+                        bytes += b.len();
+                        out.push((i, b.to_vec()));
+                    }
+                    return MetadataDelta::Batches(out);
                 }
                 // The tail no longer reaches back to the broker's offset.
                 let image = images.borrow().clone();
@@ -185,6 +203,10 @@ impl RpcService for Service {
         let this = self.clone();
         Box::pin(async move {
             match kind {
+                RPC_CONTROLLER_FORWARDED => {
+                    let req: ControllerRequest = decode(&body)?;
+                    encode(&submit(&this.jobs, req).await.map_err(RemoteError::from))
+                }
                 RPC_CONTROLLER_REQUEST => {
                     let req: ControllerRequest = decode(&body)?;
                     let r = submit(&this.jobs, req).await;
@@ -197,7 +219,7 @@ impl RpcService for Service {
                         && let Some(v) = this.voters.iter().find(|v| v.id == *leader)
                         && let Ok(reply) = this
                             .forward
-                            .call(&v.addr, RPC_CONTROLLER_REQUEST, body, FORWARD_TIMEOUT)
+                            .call(&v.addr, RPC_CONTROLLER_FORWARDED, body, FORWARD_TIMEOUT)
                             .await
                     {
                         return Ok(reply);
@@ -206,7 +228,11 @@ impl RpcService for Service {
                 }
                 RPC_FETCH_METADATA => {
                     let f: FetchMetadata = decode(&body)?;
-                    encode(&this.fetch(f).await)
+                    let delta = this.fetch(f).await;
+                    encode(&MetadataReply {
+                        leader: this.quorum.get().and_then(Quorum::leader),
+                        delta,
+                    })
                 }
                 RPC_QUORUM_STATUS => {
                     let q = this.quorum.get().ok_or("quorum is starting")?;
@@ -294,93 +320,135 @@ async fn active_loop(
 ) {
     let mut leader = quorum.leader_watch();
     // `Some` while this node is the active controller: the committed image plus everything
-    // proposed since (each proposal is committed before the next request is handled).
+    // proposed since (each group is committed before the next one is handled).
     let mut working: Option<MetadataImage> = None;
+    // A job that did not fit in the previous group.
+    let mut carried: Option<Job> = None;
+    let mut last_activation: Option<Instant> = None;
+    // Half the largest entry, so one group never comes near the frame limit.
+    let max_group_bytes = quorum.config().max_payload_bytes() / 2;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            job = jobs.recv() => {
-                let Some(job) = job else { return };
-                if working.is_none() && quorum.is_leader() {
-                    working = activate(&quorum, &images, &mut logic).await;
-                }
-                let Some(image) = working.as_mut() else {
-                    let _ = job.reply.send(Err(ControllerError::NotController {
-                        leader: quorum.leader(),
-                    }));
+        let first = if let Some(job) = carried.take() {
+            job
+        } else {
+            tokio::select! {
+                job = jobs.recv() => match job {
+                    Some(job) => job,
+                    None => return,
+                },
+                _ = tick.tick() => {
+                    if working.is_some() && !quorum.is_leader() {
+                        working = None;
+                    }
+                    if working.is_none() && quorum.is_leader() {
+                        last_activation = Some(Instant::now());
+                        working = activate(&quorum, &images, &mut logic).await;
+                    }
+                    if let Some(image) = working.as_mut() {
+                        let records = logic.tick(image, Instant::now());
+                        if !records.is_empty()
+                            && let Err(e) = quorum.propose(encode_batch(&records)).await
+                        {
+                            tracing::warn!(error = %e, "could not commit broker fencing");
+                            working = None;
+                        }
+                    }
                     continue;
-                };
-                // Group commit: handle every request already waiting, in order, against the
-                // working image, and commit all their records as one entry (one fsync). Each
-                // request sees the ones before it; the group applies all or nothing.
-                let mut group = vec![job];
-                while group.len() < MAX_GROUP
-                    && let Ok(more) = jobs.try_recv()
-                {
-                    group.push(more);
                 }
-                let mut answers = Vec::with_capacity(group.len());
-                let mut records = Vec::new();
-                let mut registered = Vec::new();
-                for job in group {
-                    let (resp, recs) = logic.handle(image, &job.req, Instant::now());
+                changed = leader.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    if !quorum.is_leader() {
+                        working = None;
+                    }
+                    continue;
+                }
+            }
+        };
+        if first.reply.is_closed() {
+            // The caller gave up (timed out); do not act on its behalf later.
+            continue;
+        }
+        // Activation waits for the quorum; try it at most once per tick so a backlog of
+        // requests does not wait once each when there is no quorum.
+        if working.is_none()
+            && quorum.is_leader()
+            && last_activation.is_none_or(|t| t.elapsed() >= TICK)
+        {
+            last_activation = Some(Instant::now());
+            working = activate(&quorum, &images, &mut logic).await;
+        }
+        let Some(image) = working.as_mut() else {
+            let _ = first.reply.send(Err(ControllerError::NotController {
+                leader: quorum.leader(),
+            }));
+            continue;
+        };
+        // Group commit: handle every request already waiting, in order, against the working
+        // image, and commit all their records as one entry (one fsync). Each request sees the
+        // ones before it; the group applies all or nothing.
+        let mut answers = Vec::new();
+        let mut payload = Vec::new();
+        let mut registered = Vec::new();
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            if !job.reply.is_closed() {
+                let saved = image.clone();
+                let (resp, records) = logic.handle(image, &job.req, Instant::now());
+                let encoded = encode_batch(&records);
+                if !records.is_empty() && encoded.len() > max_group_bytes {
+                    *image = saved;
+                    let _ = job.reply.send(Err(ControllerError::PolicyViolation(format!(
+                        "the request's metadata ({} bytes) exceeds the largest entry ({} bytes)",
+                        encoded.len(),
+                        max_group_bytes
+                    ))));
+                } else if !records.is_empty()
+                    && !payload.is_empty()
+                    && payload.len() + encoded.len() > max_group_bytes
+                {
+                    // Does not fit with the others: first of the next group.
+                    *image = saved;
+                    carried = Some(job);
+                    break;
+                } else {
                     if let ControllerRequest::RegisterBroker(r) = &job.req
-                        && !recs.is_empty()
+                        && !records.is_empty()
                     {
                         registered.push(r.broker_id);
                     }
-                    records.extend(recs);
+                    payload.extend(records);
                     answers.push((job.reply, resp));
                 }
-                if records.is_empty() {
-                    for (reply, resp) in answers {
-                        let _ = reply.send(Ok(resp));
-                    }
-                    continue;
+            }
+            if answers.len() < MAX_GROUP {
+                next = jobs.try_recv().ok();
+            }
+        }
+        if payload.is_empty() {
+            for (reply, resp) in answers {
+                let _ = reply.send(Ok(resp));
+            }
+            continue;
+        }
+        match quorum.propose(encode_batch(&payload)).await {
+            Ok(index) => {
+                for id in registered {
+                    logic.registration_committed(id, index);
                 }
-                match quorum.propose(encode_batch(&records)).await {
-                    Ok(index) => {
-                        for id in registered {
-                            logic.registration_committed(id, index);
-                        }
-                        for (reply, resp) in answers {
-                            let _ = reply.send(Ok(resp));
-                        }
-                    }
-                    Err(e) => {
-                        // Outcome unknown: start again from what is committed.
-                        working = None;
-                        let err = quorum_error(e, &quorum);
-                        for (reply, _) in answers {
-                            let _ = reply.send(Err(err.clone()));
-                        }
-                    }
+                for (reply, resp) in answers {
+                    let _ = reply.send(Ok(resp));
                 }
             }
-            _ = tick.tick() => {
-                if working.is_some() && !quorum.is_leader() {
-                    working = None;
-                }
-                if working.is_none() && quorum.is_leader() {
-                    working = activate(&quorum, &images, &mut logic).await;
-                }
-                if let Some(image) = working.as_mut() {
-                    let records = logic.tick(image, Instant::now());
-                    if !records.is_empty()
-                        && let Err(e) = quorum.propose(encode_batch(&records)).await
-                    {
-                        tracing::warn!(error = %e, "could not commit broker fencing");
-                        working = None;
-                    }
-                }
-            }
-            changed = leader.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                if !quorum.is_leader() {
-                    working = None;
+            Err(e) => {
+                // Outcome unknown: start again from what is committed.
+                working = None;
+                let err = quorum_error(e, &quorum);
+                for (reply, _) in answers {
+                    let _ = reply.send(Err(err.clone()));
                 }
             }
         }
@@ -388,7 +456,8 @@ async fn active_loop(
 }
 
 /// Become the active controller: wait until everything committed before our term is applied,
-/// then take the committed image as the working one.
+/// commit a barrier entry (so entries this node appended in an earlier attempt whose outcome
+/// was unknown are settled and applied too), then take the committed image as the working one.
 async fn activate(
     quorum: &Quorum,
     images: &watch::Receiver<Arc<MetadataImage>>,
@@ -396,6 +465,10 @@ async fn activate(
 ) -> Option<MetadataImage> {
     if let Err(e) = quorum.wait_leader_ready(Duration::from_secs(5)).await {
         tracing::debug!(error = %e, "not ready to act as controller");
+        return None;
+    }
+    if let Err(e) = quorum.propose(encode_batch(&[])).await {
+        tracing::debug!(error = %e, "barrier entry not committed");
         return None;
     }
     let image = (**images.borrow()).clone();

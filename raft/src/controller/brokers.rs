@@ -29,10 +29,11 @@ impl ControllerLogic {
                     broker_epoch: old.epoch,
                 });
             }
-            let alive = self
-                .sessions
-                .get(&r.broker_id)
-                .is_some_and(|s| now.duration_since(s.last_heartbeat) < self.cfg.session_timeout);
+            // Only a session this controller has heard from blocks a new incarnation: after a
+            // controller change (or a whole-node restart) the old process may be long gone.
+            let alive = self.sessions.get(&r.broker_id).is_some_and(|s| {
+                s.heard && now.duration_since(s.last_heartbeat) < self.cfg.session_timeout
+            });
             if !old.fenced && alive {
                 return Err(ControllerError::DuplicateBrokerRegistration(r.broker_id));
             }
@@ -46,7 +47,8 @@ impl ControllerLogic {
             .max()
             .unwrap_or(0)
             .max(self.max_epoch_seen)
-            + 1;
+            .checked_add(1)
+            .ok_or_else(|| ControllerError::InvalidRequest("broker epochs exhausted".into()))?;
         self.max_epoch_seen = broker_epoch;
         let fence_old = batch.image.broker(r.broker_id).is_some_and(|b| !b.fenced);
         if fence_old {
@@ -66,6 +68,7 @@ impl ControllerLogic {
             Session {
                 last_heartbeat: now,
                 registered_offset: None,
+                heard: true,
             },
         );
         Ok(Registered { broker_epoch })
@@ -92,8 +95,10 @@ impl ControllerLogic {
         let session = self.sessions.entry(h.broker_id).or_insert(Session {
             last_heartbeat: now,
             registered_offset: None,
+            heard: true,
         });
         session.last_heartbeat = now;
+        session.heard = true;
         // Caught up = has applied the metadata log at least to where its registration was
         // committed (or, after a controller change, to where this controller took over).
         let caught_up = h.current_metadata_offset >= session.registered_offset.unwrap_or(fallback);
@@ -256,18 +261,34 @@ impl ControllerLogic {
         let part = topic.partitions.get(&a.partition).ok_or_else(|| {
             ControllerError::UnknownTopicOrPartition(format!("{}-{}", topic.name, a.partition))
         })?;
+        // Kafka's order: a request from the future means this controller is behind.
+        if a.leader_epoch > part.leader_epoch || a.partition_epoch > part.partition_epoch {
+            return Err(ControllerError::NotController { leader: None });
+        }
         if a.leader_epoch < part.leader_epoch {
             return Err(ControllerError::FencedLeaderEpoch);
         }
-        if a.leader_epoch > part.leader_epoch {
-            // The leader knows a newer epoch than this controller: we are behind.
-            return Err(ControllerError::NotController { leader: None });
-        }
         if part.leader != a.broker_id {
-            return Err(ControllerError::NotLeaderOrFollower);
+            return Err(ControllerError::InvalidRequest(format!(
+                "broker {} is not the leader of the partition",
+                a.broker_id
+            )));
         }
-        if a.partition_epoch != part.partition_epoch {
+        if a.partition_epoch < part.partition_epoch {
             return Err(ControllerError::InvalidUpdateVersion);
+        }
+        let mut seen = std::collections::HashSet::new();
+        for id in &a.new_isr {
+            if !seen.insert(*id) {
+                return Err(ControllerError::InvalidRequest(format!(
+                    "broker {id} appears twice in the new ISR"
+                )));
+            }
+            if !part.replicas.contains(id) {
+                return Err(ControllerError::InvalidRequest(format!(
+                    "broker {id} in the new ISR is not a replica"
+                )));
+            }
         }
         if !a.new_isr.contains(&a.broker_id) {
             return Err(ControllerError::InvalidRequest(
@@ -275,19 +296,13 @@ impl ControllerLogic {
             ));
         }
         for id in &a.new_isr {
-            if !part.replicas.contains(id) {
-                return Err(ControllerError::IneligibleReplica(format!(
-                    "broker {id} is not a replica"
-                )));
-            }
             if batch.image.broker(*id).is_none_or(|b| b.fenced) {
                 return Err(ControllerError::IneligibleReplica(format!(
                     "broker {id} is fenced"
                 )));
             }
         }
-        let mut isr = a.new_isr.clone();
-        isr.dedup();
+        let isr = a.new_isr.clone();
         let state = |p: &crate::image::PartitionRegistration| PartitionState {
             leader: p.leader,
             leader_epoch: p.leader_epoch,

@@ -23,6 +23,10 @@ use crate::image::MetadataImage;
 use crate::records::MetadataRecord;
 use requests::*;
 
+/// Most partitions one CreateTopics or CreatePartitions request may create (Kafka's
+/// `MAX_PARTITIONS_PER_BATCH`); more is refused with POLICY_VIOLATION before any allocation.
+pub const MAX_PARTITIONS_PER_REQUEST: i64 = 10_000;
+
 #[derive(Clone, Debug)]
 pub struct ControllerConfig {
     /// `num.partitions`: partitions of a topic created without a count.
@@ -52,6 +56,9 @@ pub(crate) struct Session {
     pub last_heartbeat: Instant,
     /// Raft index at which the broker's registration was committed.
     pub registered_offset: Option<u64>,
+    /// Whether this controller has heard from the broker itself (a registration or a
+    /// heartbeat), rather than only granted it a grace period on becoming active.
+    pub heard: bool,
 }
 
 /// Records produced by one request, applied to the working image as they are emitted.
@@ -86,6 +93,8 @@ pub struct ControllerLogic {
     /// earlier leader are caught up once they reach it.
     pub(crate) leader_start_offset: u64,
     pub(crate) max_epoch_seen: i64,
+    /// Partitions the current request may still create (Kafka's per-request cap).
+    pub(crate) partition_budget: i64,
     rng: StdRng,
 }
 
@@ -96,6 +105,7 @@ impl ControllerLogic {
             sessions: HashMap::new(),
             leader_start_offset: 0,
             max_epoch_seen: 0,
+            partition_budget: MAX_PARTITIONS_PER_REQUEST,
             rng: StdRng::from_entropy(),
         }
     }
@@ -119,6 +129,7 @@ impl ControllerLogic {
                 Session {
                     last_heartbeat: now,
                     registered_offset: None,
+                    heard: false,
                 },
             );
         }
@@ -174,6 +185,7 @@ impl ControllerLogic {
             image
         };
         let mut batch = Batch::new(target);
+        self.partition_budget = MAX_PARTITIONS_PER_REQUEST;
         let answer = match req {
             Q::CreateTopics { topics, .. } => {
                 let mut out = Vec::with_capacity(topics.len());
@@ -185,7 +197,7 @@ impl ControllerLogic {
                             t.name
                         )))
                     } else {
-                        self.create_topic(&mut batch, t)
+                        self.atomically(&mut batch, |c, b| c.create_topic(b, t))
                     };
                     out.push((t.name.clone(), r.map_err(ApiError::from)));
                 }
@@ -196,7 +208,8 @@ impl ControllerLogic {
                     .map(|r| {
                         (
                             r.clone(),
-                            self.delete_topic(&mut batch, r).map_err(ApiError::from),
+                            self.atomically(&mut batch, |c, b| c.delete_topic(b, r))
+                                .map_err(ApiError::from),
                         )
                     })
                     .collect(),
@@ -207,7 +220,7 @@ impl ControllerLogic {
                     .map(|t| {
                         (
                             t.topic.clone(),
-                            self.create_partitions(&mut batch, t)
+                            self.atomically(&mut batch, |c, b| c.create_partitions(b, t))
                                 .map_err(ApiError::from),
                         )
                     })
@@ -219,28 +232,32 @@ impl ControllerLogic {
                     .map(|c| {
                         (
                             c.resource.clone(),
-                            self.alter_configs_atomic(&mut batch, c)
+                            self.atomically(&mut batch, |l, b| l.alter_configs(b, c))
                                 .map_err(ApiError::from),
                         )
                     })
                     .collect(),
             ),
             Q::RegisterBroker(r) => A::RegisterBroker(
-                self.register_broker(&mut batch, r, now)
+                self.atomically(&mut batch, |c, b| c.register_broker(b, r, now))
                     .map_err(ApiError::from),
             ),
-            Q::Heartbeat(h) => {
-                A::Heartbeat(self.heartbeat(&mut batch, h, now).map_err(ApiError::from))
-            }
-            Q::AlterPartition(a) => {
-                A::AlterPartition(self.alter_partition(&mut batch, a).map_err(ApiError::from))
-            }
+            Q::Heartbeat(h) => A::Heartbeat(
+                self.atomically(&mut batch, |c, b| c.heartbeat(b, h, now))
+                    .map_err(ApiError::from),
+            ),
+            Q::AlterPartition(a) => A::AlterPartition(
+                self.atomically(&mut batch, |c, b| c.alter_partition(b, a))
+                    .map_err(ApiError::from),
+            ),
             Q::AllocateProducerIds {
                 broker_id,
                 broker_epoch,
             } => A::AllocateProducerIds(
-                self.allocate_producer_ids(&mut batch, *broker_id, *broker_epoch)
-                    .map_err(ApiError::from),
+                self.atomically(&mut batch, |c, b| {
+                    c.allocate_producer_ids(b, *broker_id, *broker_epoch)
+                })
+                .map_err(ApiError::from),
             ),
         };
         let records = if validate_only {
@@ -251,19 +268,30 @@ impl ControllerLogic {
         (answer, records)
     }
 
-    /// A failed config change must leave no partial records behind.
-    fn alter_configs_atomic(
+    /// Run one operation so that a failure leaves neither records nor image changes behind.
+    pub(crate) fn atomically<T>(
         &mut self,
         batch: &mut Batch<'_>,
-        c: &ConfigChange,
-    ) -> Result<(), ControllerError> {
-        let mut scratch = batch.image.clone();
-        let mut sub = Batch::new(&mut scratch);
-        self.alter_configs(&mut sub, c)?;
-        let records = sub.records;
-        for r in records {
-            batch.emit(r)?;
+        op: impl FnOnce(&mut Self, &mut Batch<'_>) -> Result<T, ControllerError>,
+    ) -> Result<T, ControllerError> {
+        let saved = batch.image.clone();
+        let mark = batch.records.len();
+        let r = op(self, batch);
+        if r.is_err() {
+            *batch.image = saved;
+            batch.records.truncate(mark);
         }
+        r
+    }
+
+    /// Take `n` partitions from this request's budget.
+    pub(crate) fn spend_partitions(&mut self, n: i64) -> Result<(), ControllerError> {
+        if n > self.partition_budget {
+            return Err(ControllerError::PolicyViolation(format!(
+                "a request may create at most {MAX_PARTITIONS_PER_REQUEST} partitions"
+            )));
+        }
+        self.partition_budget -= n;
         Ok(())
     }
 

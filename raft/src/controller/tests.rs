@@ -117,6 +117,9 @@ fn create_topics_validates_like_kafka() {
     assert_eq!(h.create("", 1, 1).unwrap_err().code, 17);
     assert_eq!(h.create(&"x".repeat(250), 1, 1).unwrap_err().code, 17);
     assert_eq!(h.create("zero", 0, 1).unwrap_err().code, 37);
+    // Hostile partition counts are refused before anything is allocated.
+    assert_eq!(h.create("huge", i32::MAX, 1).unwrap_err().code, 44);
+    assert_eq!(h.create("huge", 10_001, 1).unwrap_err().code, 44);
     assert_eq!(h.create("wide", 1, 4).unwrap_err().code, 38);
     h.create("a.b", 1, 1).unwrap();
     assert_eq!(h.create("a_b", 1, 1).unwrap_err().code, 17);
@@ -443,9 +446,12 @@ fn alter_partition_checks_epochs() {
         };
         r.map_err(|e| e.code)
     };
-    assert_eq!(alter(&mut h, follower, 0, 0, vec![follower]), Err(6));
-    assert_eq!(alter(&mut h, leader, 0, 5, vec![leader]), Err(95));
-    assert_eq!(alter(&mut h, leader, 0, 0, vec![leader, 7]), Err(107));
+    assert_eq!(alter(&mut h, follower, 0, 0, vec![follower]), Err(42));
+    // A partition epoch from the future: this controller is behind.
+    assert_eq!(alter(&mut h, leader, 0, 5, vec![leader]), Err(41));
+    assert_eq!(alter(&mut h, leader, 0, 0, vec![leader, 7]), Err(42));
+    assert_eq!(alter(&mut h, leader, 0, 0, vec![leader, leader]), Err(42));
+    assert_eq!(alter(&mut h, leader, 0, 0, vec![follower]), Err(42));
     let s = alter(&mut h, leader, 0, 0, vec![leader]).unwrap();
     assert_eq!(
         (s.isr, s.partition_epoch, s.leader_epoch),
@@ -453,6 +459,19 @@ fn alter_partition_checks_epochs() {
     );
     // The old partition epoch is now stale.
     assert_eq!(alter(&mut h, leader, 0, 0, vec![leader, follower]), Err(95));
+    // A fenced replica cannot join the ISR.
+    h.call(ControllerRequest::Heartbeat(Heartbeat {
+        broker_id: follower,
+        broker_epoch: h.epochs[&follower],
+        current_metadata_offset: u64::MAX,
+        want_fence: true,
+        want_shutdown: false,
+    }));
+    assert_eq!(
+        alter(&mut h, leader, 0, 1, vec![leader, follower]),
+        Err(107)
+    );
+    h.heartbeat(follower);
     let s = alter(&mut h, leader, 0, 1, vec![leader, follower]).unwrap();
     assert_eq!(s.isr.len(), 2);
 }
@@ -479,4 +498,34 @@ fn producer_id_blocks_never_overlap() {
         broker_epoch: -5,
     });
     assert!(matches!(resp, ControllerResponse::AllocateProducerIds(Err(ref e)) if e.code == 77));
+}
+
+#[test]
+fn restarted_node_re_registers_at_once_after_a_controller_change() {
+    let mut h = Harness::new();
+    h.register(1, "a");
+    h.create("t", 1, 1).unwrap();
+    // The whole node restarts: a new controller term, then a new broker incarnation.
+    let committed = h.image.clone();
+    h.logic.become_leader(&committed, h.now);
+    let resp = h.call(ControllerRequest::RegisterBroker(RegisterBroker {
+        broker_id: 1,
+        incarnation_id: Uuid::from_u128(4242),
+        endpoints: vec![endpoint(9001)],
+        rack: Some("a".into()),
+    }));
+    let ControllerResponse::RegisterBroker(Ok(r)) = resp else {
+        panic!("{resp:?}")
+    };
+    h.epochs.insert(1, r.broker_epoch);
+    assert!(!h.heartbeat(1).is_fenced);
+    assert_eq!(h.image.partition("t", 0).unwrap().leader, 1);
+    // But a live incarnation this controller hears from still blocks a second one.
+    let resp = h.call(ControllerRequest::RegisterBroker(RegisterBroker {
+        broker_id: 1,
+        incarnation_id: Uuid::from_u128(4243),
+        endpoints: vec![endpoint(9001)],
+        rack: Some("a".into()),
+    }));
+    assert!(matches!(resp, ControllerResponse::RegisterBroker(Err(ref e)) if e.code == 101));
 }

@@ -138,6 +138,7 @@ impl ControllerLogic {
                     "number of partitions must be larger than 0".into(),
                 ));
             }
+            self.spend_partitions(i64::from(count))?;
             let rf = if t.replication_factor == -1 {
                 self.cfg.default_replication_factor
             } else {
@@ -153,6 +154,7 @@ impl ControllerLogic {
                         .into(),
                 ));
             }
+            self.spend_partitions(t.assignments.len() as i64)?;
             let mut sorted = t.assignments.clone();
             sorted.sort_by_key(|(p, _)| *p);
             let rf = sorted[0].1.len();
@@ -266,6 +268,7 @@ impl ControllerLogic {
             )));
         }
         let added = req.count - current;
+        self.spend_partitions(i64::from(added))?;
         let rf = topic
             .partitions
             .values()

@@ -123,6 +123,9 @@ fn reply<T: Serialize>(value: &T, max: usize) -> Result<Bytes, String> {
         .map_err(|e| format!("cannot encode reply: {e}"))
 }
 
+/// Largest snapshot a controller accepts from its leader.
+const MAX_SNAPSHOT_BYTES: u64 = 4 << 30;
+
 async fn dispatch(ctx: &ServerCtx, kind: u8, body: Bytes) -> Result<Bytes, String> {
     let bad = |e: bincode::Error| format!("malformed request of kind {kind}: {e}");
     match kind {
@@ -138,6 +141,14 @@ async fn dispatch(ctx: &ServerCtx, kind: u8, body: Bytes) -> Result<Bytes, Strin
         }
         KIND_INSTALL_SNAPSHOT => {
             let req: InstallSnapshotRequest<TypeConfig> = types::decode(&body).map_err(bad)?;
+            // openraft writes each chunk at the offset it names; a bogus offset would make it
+            // grow the snapshot buffer to match, so cap where a chunk may land.
+            let end = req.offset.saturating_add(req.data.len() as u64);
+            if end > MAX_SNAPSHOT_BYTES {
+                return Err(format!(
+                    "snapshot chunk ends at byte {end}, past the {MAX_SNAPSHOT_BYTES}-byte limit"
+                ));
+            }
             let res: SnapshotReply = ctx.raft.install_snapshot(req).await;
             reply(&res, ctx.max_frame_bytes)
         }

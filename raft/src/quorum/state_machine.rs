@@ -105,12 +105,24 @@ pub(crate) struct SnapshotBuilder {
     data: Vec<u8>,
 }
 
+/// Write (and fsync) a snapshot on the blocking pool: a multi-megabyte fsync on a runtime
+/// worker would delay Raft heartbeats and, in combined mode, broker requests. Returns the data.
+async fn save_off_runtime(
+    store: Arc<SnapshotStore>,
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+) -> Result<Vec<u8>, StorageError> {
+    tokio::task::spawn_blocking(move || store.save(&meta, &data).map(|()| data))
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))
+        .and_then(|r| r)
+        .map_err(|e| snapshot_err(&e))
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let data = std::mem::take(&mut self.data);
-        self.snapshots
-            .save(&self.meta, &data)
-            .map_err(|e| snapshot_err(&e))?;
+        let data = save_off_runtime(self.snapshots.clone(), self.meta.clone(), data).await?;
         Ok(Snapshot {
             meta: self.meta.clone(),
             snapshot: Box::new(Cursor::new(data)),
@@ -192,17 +204,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         })?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        self.snapshots
-            .save(meta, &data)
-            .map_err(|e| snapshot_err(&e))?;
+        save_off_runtime(self.snapshots.clone(), meta.clone(), data).await?;
         self.publish_applied();
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        let loaded = self
-            .snapshots
-            .load_current()
+        let store = self.snapshots.clone();
+        let loaded = tokio::task::spawn_blocking(move || store.load_current())
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))
+            .and_then(|r| r)
             .map_err(|e| StorageError::IO {
                 source: StorageIOError::read_snapshot(None, &e),
             })?;
