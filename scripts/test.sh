@@ -22,7 +22,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "benchmarks compile"
 cargo bench --workspace --no-run
 
-step "cargo test (unit, property, crash and decoder tests)"
+step "real Kafka clients (kafka-python, confluent-kafka/librdkafka) into a private venv"
+./scripts/clients.sh
+
+step "cargo test (unit, property, crash, quorum, real-client and wire tests)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
