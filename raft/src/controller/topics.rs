@@ -183,20 +183,7 @@ impl ControllerLogic {
                 value: Some(v),
             }))?;
         }
-        for (p, replicas) in assignments.into_iter().enumerate() {
-            let (leader, isr) = initial_state(batch.image, &replicas).ok_or_else(|| {
-                ControllerError::InvalidReplicaAssignment("no unfenced replica".into())
-            })?;
-            batch.emit(MetadataRecord::Partition(PartitionRecord {
-                topic_id,
-                partition_id: p as i32,
-                replicas,
-                isr,
-                leader,
-                leader_epoch: 0,
-                partition_epoch: 0,
-            }))?;
-        }
+        emit_new_partitions(batch, topic_id, 0, assignments)?;
         Ok(CreatedTopic {
             topic_id,
             num_partitions,
@@ -289,20 +276,30 @@ impl ControllerLogic {
             }
             req.assignments.clone()
         };
-        for (i, replicas) in assignments.into_iter().enumerate() {
-            let (leader, isr) = initial_state(batch.image, &replicas).ok_or_else(|| {
-                ControllerError::InvalidReplicaAssignment("no unfenced replica".into())
-            })?;
-            batch.emit(MetadataRecord::Partition(PartitionRecord {
-                topic_id: topic.id,
-                partition_id: current + i as i32,
-                replicas,
-                isr,
-                leader,
-                leader_epoch: 0,
-                partition_epoch: 0,
-            }))?;
-        }
-        Ok(())
+        emit_new_partitions(batch, topic.id, current, assignments)
     }
+}
+
+/// Partition records for new partitions `first..`, led by their first unfenced replica.
+fn emit_new_partitions(
+    batch: &mut Batch<'_>,
+    topic_id: Uuid,
+    first: i32,
+    assignments: Vec<Vec<i32>>,
+) -> Result<(), ControllerError> {
+    for (i, replicas) in assignments.into_iter().enumerate() {
+        let (leader, isr) = initial_state(batch.image, &replicas).ok_or_else(|| {
+            ControllerError::InvalidReplicaAssignment("no unfenced replica".into())
+        })?;
+        batch.emit(MetadataRecord::Partition(PartitionRecord {
+            topic_id,
+            partition_id: first + i as i32,
+            replicas,
+            isr,
+            leader,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        }))?;
+    }
+    Ok(())
 }
