@@ -20,6 +20,13 @@ pub enum StorageError {
     /// A record set larger than a whole segment (Kafka: RECORD_LIST_TOO_LARGE).
     #[error("record set of {size} bytes exceeds segment.bytes {max}")]
     RecordBatchTooLarge { size: usize, max: usize },
+    /// An idempotent batch whose sequence does not follow the producer's last one
+    /// (Kafka: OUT_OF_ORDER_SEQUENCE_NUMBER).
+    #[error("out of order sequence number: {0}")]
+    OutOfOrderSequence(String),
+    /// An idempotent batch from an older producer epoch (Kafka: INVALID_PRODUCER_EPOCH).
+    #[error("invalid producer epoch: {0}")]
+    InvalidProducerEpoch(String),
     /// Magic other than 2 (Kafka: UNSUPPORTED_FOR_MESSAGE_FORMAT).
     #[error("unsupported record batch magic {0}; only magic 2 is accepted")]
     UnsupportedMagic(i8),

@@ -12,6 +12,7 @@ pub mod error;
 pub mod index;
 pub mod log;
 pub mod manager;
+pub mod producer_state;
 pub mod records;
 pub mod segment;
 

@@ -31,6 +31,7 @@ use crate::checkpoint::{self, TopicPartition};
 use crate::config::LogConfig;
 use crate::epoch::LeaderEpochCache;
 use crate::error::{IoContext, StorageError};
+use crate::producer_state::{ProducerCheck, ProducerStateManager};
 use crate::records;
 use crate::segment::{
     self, CLEANED_SUFFIX, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, SWAP_SUFFIX, Segment,
@@ -50,6 +51,9 @@ pub struct AppendInfo {
     pub log_start_offset: i64,
     pub record_count: i64,
     pub bytes: usize,
+    /// An idempotent retry of batches already in the log: nothing was appended and the
+    /// offsets are the original ones.
+    pub duplicate: bool,
 }
 
 /// Whole batches from one segment, and the log's bounds at the time of the read.
@@ -103,6 +107,7 @@ struct LogState {
     epochs: LeaderEpochCache,
     offline: bool,
     created_segment_since_flush: bool,
+    producers: ProducerStateManager,
 }
 
 pub struct Log {
@@ -225,6 +230,22 @@ impl Log {
 
         let mut s = self.state.write();
         s.check_online(&self.tp)?;
+        if let ProducerCheck::Duplicate(d) = s
+            .producers
+            .check_append(batches.iter().map(|b| &b.header))?
+        {
+            return Ok(AppendInfo {
+                first_offset: d.first_offset,
+                last_offset: d.last_offset,
+                max_timestamp: d.timestamp,
+                offset_of_max_timestamp: d.last_offset,
+                log_append_time: if log_append_time { d.timestamp } else { -1 },
+                log_start_offset: s.log_start_offset,
+                record_count: 0,
+                bytes: 0,
+                duplicate: true,
+            });
+        }
         let first_offset = s.log_end_offset;
         // Stamped copies of each header; the bodies are written straight from `records`.
         let mut headers: SmallVec<[[u8; HEADER_SIZE]; 2]> = SmallVec::with_capacity(batches.len());
@@ -269,6 +290,8 @@ impl Log {
             max_ts,
             now_ms,
         )?;
+        s.producers
+            .on_append(batches.iter().map(|b| &b.header), last_offset + 1);
         if leader_epoch >= 0 {
             s.epochs.assign(leader_epoch, first_offset)?;
         }
@@ -281,6 +304,7 @@ impl Log {
             log_start_offset: s.log_start_offset,
             record_count: count,
             bytes: records.len(),
+            duplicate: false,
         };
         self.finish_append(s, &config, info, now_ms)
     }
@@ -335,6 +359,8 @@ impl Log {
             max_ts,
             now_ms,
         )?;
+        s.producers
+            .on_append(batches.iter().map(|b| &b.header), last_offset + 1);
         for b in &batches {
             if b.header.partition_leader_epoch >= 0 {
                 s.epochs
@@ -350,6 +376,7 @@ impl Log {
             log_start_offset: s.log_start_offset,
             record_count: count,
             bytes: records.len(),
+            duplicate: false,
         };
         self.finish_append(s, &config, info, now_ms)
     }
@@ -428,6 +455,11 @@ impl Log {
         let seg = Segment::create(&self.dir, new_base, "", config, now_ms)?;
         s.segments.insert(new_base, seg);
         s.created_segment_since_flush = true;
+        // Producer state as of the new segment's start, so a reload replays one segment at most.
+        s.producers.update_map_end_offset(new_base);
+        if let Err(e) = s.producers.take_snapshot(false) {
+            tracing::warn!(partition = %self.tp, error = %e, "could not write a producer state snapshot");
+        }
         tracing::debug!(partition = %self.tp, base_offset = new_base, "rolled segment");
         Ok(())
     }
@@ -579,6 +611,19 @@ impl Log {
         self.state.read().epochs.entries().to_vec()
     }
 
+    /// What this partition knows of `producer_id` (idempotent produce).
+    pub fn producer_state(
+        &self,
+        producer_id: i64,
+    ) -> Option<crate::producer_state::ProducerStateEntry> {
+        self.state.read().producers.producer(producer_id).cloned()
+    }
+
+    /// Offsets of the `<offset>.snapshot` producer state files.
+    pub fn producer_snapshot_offsets(&self) -> Vec<i64> {
+        self.state.read().producers.snapshot_offsets()
+    }
+
     /// fsync everything written so far and advance the recovery point. The fsync runs without
     /// the log lock; callers that arrive while one is running wait and usually find their data
     /// already covered.
@@ -692,6 +737,9 @@ impl Log {
         s.epochs.truncate_from_end(leo)?;
         s.high_watermark = s.high_watermark.min(leo);
         s.recovery_point = s.recovery_point.min(leo);
+        let st = &mut *s;
+        st.producers
+            .rebuild(&st.segments, st.log_start_offset, leo, false)?;
         tracing::info!(partition = %self.tp, target, log_end_offset = leo, "truncated log");
         Ok(true)
     }
@@ -728,6 +776,7 @@ impl Log {
         s.unflushed_messages = 0;
         s.created_segment_since_flush = true;
         s.epochs.clear()?;
+        s.producers.truncate_fully_and_start_at(offset)?;
         Ok(())
     }
 
@@ -835,6 +884,8 @@ impl Log {
         }
         s.high_watermark = s.high_watermark.max(s.log_start_offset);
         s.recovery_point = s.recovery_point.max(s.log_start_offset);
+        // Snapshots belong to the segments they start; the first kept segment keeps its own.
+        s.producers.delete_snapshots_before(first)?;
         tracing::info!(partition = %self.tp, segments = doomed.len(), log_start_offset = s.log_start_offset, "deleted old segments");
         Ok(doomed.len())
     }
@@ -845,6 +896,8 @@ impl Log {
         let mut s = self.state.write();
         s.active_mut().make_inactive()?;
         s.active_mut().mark_clean(true);
+        // The next open loads this instead of replaying the log.
+        s.producers.take_snapshot(true)?;
         s.offline = true;
         Ok(())
     }
@@ -1120,6 +1173,15 @@ fn load(
         }
         checkpoint::sync_dir(dir)?;
     }
+    let mut producers = ProducerStateManager::new(dir)?;
+    let bases: Vec<i64> = segments.keys().copied().collect();
+    producers.remove_stray_snapshots(&bases)?;
+    producers.rebuild(
+        &segments,
+        log_start_offset,
+        log_end_offset,
+        params.clean_shutdown,
+    )?;
     // Without a checkpointed high watermark nothing is known to be replicated (Kafka: 0).
     let high_watermark = params
         .high_watermark
@@ -1137,6 +1199,7 @@ fn load(
         epochs,
         offline: false,
         created_segment_since_flush: false,
+        producers,
     })
 }
 

@@ -44,7 +44,10 @@ const CODECS: [Compression; 5] = [
 ];
 
 /// A batch from the kafka-protocol encoder, the way an independent producer would send it.
+/// Each codec's batches come from their own producer id: the log drops a batch that repeats a
+/// producer's sequence numbers as an idempotent retry.
 fn kp_batch(codec: Compression, n: usize, tag: &str) -> Bytes {
+    let producer_id = kp_producer_id(codec);
     let records: Vec<kp::Record> = (0..n)
         .map(|i| {
             let mut record = kp::Record {
@@ -52,7 +55,7 @@ fn kp_batch(codec: Compression, n: usize, tag: &str) -> Bytes {
                 control: false,
                 delete_horizon: false,
                 partition_leader_epoch: -1,
-                producer_id: 7,
+                producer_id,
                 producer_epoch: 0,
                 timestamp_type: kp::TimestampType::Creation,
                 offset: i as i64,
@@ -80,6 +83,10 @@ fn kp_batch(codec: Compression, n: usize, tag: &str) -> Bytes {
     )
     .unwrap();
     buf.freeze()
+}
+
+fn kp_producer_id(codec: Compression) -> i64 {
+    7 + i64::from(codec.id())
 }
 
 /// A batch from Fjord's own encoder (what compaction writes).
@@ -143,7 +150,7 @@ fn every_record_of_a_fjord_segment_decodes_independently() {
         match kp_tag {
             Some(tag) => {
                 assert_eq!(rec.timestamp, NOW + j);
-                assert_eq!(rec.producer_id, 7);
+                assert_eq!(rec.producer_id, kp_producer_id(*codec));
                 assert_eq!(rec.sequence, *j as i32);
                 assert_eq!(
                     rec.key,
