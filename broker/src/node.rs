@@ -69,9 +69,11 @@ pub struct Node {
 
 impl Node {
     pub async fn start(config: BrokerConfig) -> Result<Node, StartError> {
-        let cluster_id = load_cluster_id(&config)?;
         let voters = parse_voters(&config.controller_quorum_voters)
             .map_err(|e| StartError::Quorum(e.to_string()))?;
+        // A dedicated role, or more than one voter, means other nodes share this cluster.
+        let multi_node = voters.len() > 1 || !(config.is_broker() && config.is_controller());
+        let cluster_id = load_cluster_id(&config, multi_node)?;
         let controller = if config.is_controller() {
             let listener = config
                 .controller_listener()
@@ -409,7 +411,7 @@ async fn heartbeat_loop(
 
 /// The cluster id lives in `<metadata.log.dir>/meta.properties` (Kafka's file and key). It is
 /// created on first start from `cluster.id` or at random, and must match `cluster.id` later.
-fn load_cluster_id(config: &BrokerConfig) -> Result<String, StartError> {
+fn load_cluster_id(config: &BrokerConfig, multi_node: bool) -> Result<String, StartError> {
     let dir = &config.metadata_log_dir;
     let path = dir.join("meta.properties");
     let err = |e: std::io::Error| StartError::ClusterId(format!("{}: {e}", path.display()));
@@ -433,10 +435,21 @@ fn load_cluster_id(config: &BrokerConfig) -> Result<String, StartError> {
             Ok(id)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = config
-                .cluster_id
-                .clone()
-                .unwrap_or_else(|| crate::util::uuid_to_base64(&Uuid::new_v4()));
+            let id = match &config.cluster_id {
+                Some(id) => id.clone(),
+                None => {
+                    if multi_node {
+                        // Every node would pick its own random id, and brokers would report
+                        // different cluster ids to clients. Kafka refuses to start unformatted
+                        // nodes; Fjord keeps starting but says how to avoid it.
+                        tracing::warn!(
+                            "no cluster.id configured in a multi-node cluster: this node picks a \
+                             random one; set the same cluster.id on every node"
+                        );
+                    }
+                    crate::util::uuid_to_base64(&Uuid::new_v4())
+                }
+            };
             std::fs::create_dir_all(dir).map_err(err)?;
             write_properties(&path, &id, config.node_id).map_err(err)?;
             Ok(id)
