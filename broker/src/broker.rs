@@ -24,6 +24,8 @@ pub struct Broker {
     pub apis: SupportedApis,
     pub replicas: Arc<ReplicaManager>,
     pub controller: Arc<ControllerClient>,
+    /// Producer ids for InitProducerId.
+    pub producer_ids: crate::producer_ids::ProducerIdManager,
     /// Images after they were applied to [`ReplicaManager`].
     images: watch::Receiver<Arc<MetadataImage>>,
     shutting_down: AtomicBool,
@@ -44,6 +46,7 @@ impl Broker {
             apis: crate::dispatch::supported_apis(),
             replicas,
             controller,
+            producer_ids: crate::producer_ids::ProducerIdManager::new(),
             images,
             shutting_down: AtomicBool::new(false),
         }

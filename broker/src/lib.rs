@@ -14,6 +14,7 @@ pub mod dispatch;
 pub mod handlers;
 pub mod node;
 pub mod partition;
+pub mod producer_ids;
 pub mod replicas;
 pub mod server;
 pub mod util;

@@ -17,6 +17,12 @@ use uuid::Uuid;
 
 use crate::codes;
 
+/// Kafka `Errors` codes of idempotent produce (not yet in `codes`). Kafka 4.x answers a fenced
+/// epoch on Produce with INVALID_PRODUCER_EPOCH (since 2.7; PRODUCER_FENCED is for transactional
+/// requests), which clients handle by bumping the epoch rather than failing for good.
+pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+
 /// Replication state from the metadata image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplicaState {
@@ -55,8 +61,13 @@ impl PartitionError {
     }
 
     fn storage(e: &StorageError) -> Self {
+        let code = match e {
+            StorageError::OutOfOrderSequence(_) => OUT_OF_ORDER_SEQUENCE_NUMBER,
+            StorageError::InvalidProducerEpoch(_) => INVALID_PRODUCER_EPOCH,
+            other => codes::storage_error_code(other),
+        };
         PartitionError {
-            code: codes::storage_error_code(e),
+            code,
             message: Some(e.to_string()),
         }
     }
@@ -149,7 +160,9 @@ impl Partition {
     }
 
     /// Appends producer batches as the leader. `acks = -1` requires `min_insync_replicas` in
-    /// the ISR first (Kafka checks before appending too).
+    /// the ISR first (Kafka checks before appending too). Idempotent batches are checked
+    /// against the partition's producer state inside the log's append, atomically with it; a
+    /// retry of a batch already in the log returns that batch's offsets with `duplicate` set.
     pub fn append_as_leader(
         &self,
         records: &[u8],

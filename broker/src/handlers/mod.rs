@@ -3,6 +3,7 @@
 pub mod api_versions;
 pub mod configs;
 pub mod fetch;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;

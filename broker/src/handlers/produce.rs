@@ -1,6 +1,12 @@
 //! Produce: validate and append each partition's batches as the leader, in request order, then
 //! answer at once (acks=1), never (acks=0), or once the high watermark covers the append
 //! (acks=-1, after checking `min.insync.replicas` against the ISR).
+//!
+//! Idempotent batches (producer id >= 0) are checked against the partition's producer state in
+//! the same step as the append (see `fjord_storage::producer_state`): a retry of one of the
+//! producer's last five batches is answered with its original offsets and not appended (and,
+//! with acks=-1, still waits for the high watermark to cover it); a sequence gap answers
+//! OUT_OF_ORDER_SEQUENCE_NUMBER and an older epoch INVALID_PRODUCER_EPOCH.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +44,10 @@ fn failed(index: i32, e: PartitionError) -> Outcome {
 pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) -> Reply {
     let acks = req.acks;
     let image = broker.image();
+    // Kafka refuses transactional batches unless the request carries a transactional id the
+    // client may use (KafkaApis: TRANSACTIONAL_ID_AUTHORIZATION_FAILED); transactions are not
+    // served yet (InitProducerId refuses transactional ids), so any transactional write is.
+    let transactional = req.transactional_id.is_some() || has_transactional_batches(&req);
     let mut topics: Vec<(TopicProduceResponse, Vec<Outcome>)> =
         Vec::with_capacity(req.topic_data.len());
     for topic in &req.topic_data {
@@ -56,11 +66,11 @@ pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) ->
                 if !matches!(acks, -1..=1) {
                     return Err(PartitionError::code(codes::INVALID_REQUIRED_ACKS));
                 }
-                if req.transactional_id.is_some() {
-                    // Transactions are not served yet (and not advertised).
-                    return Err(PartitionError::code(
-                        codes::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-                    ));
+                if transactional {
+                    return Err(PartitionError {
+                        code: codes::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                        message: Some("transactions are not supported".into()),
+                    });
                 }
                 let unknown = if ctx.version() >= 13 {
                     codes::UNKNOWN_TOPIC_ID
@@ -141,6 +151,14 @@ pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) ->
         }
         ResponseKind::Produce(assemble(topics))
     })
+}
+
+fn has_transactional_batches(req: &ProduceRequest) -> bool {
+    req.topic_data
+        .iter()
+        .flat_map(|t| &t.partition_data)
+        .filter_map(|p| p.records.as_deref())
+        .any(|records| fjord_storage::log::batch_headers(records).any(|h| h.is_transactional()))
 }
 
 fn assemble(topics: Vec<(TopicProduceResponse, Vec<Outcome>)>) -> ProduceResponse {
