@@ -83,6 +83,7 @@ api_table! {
     AlterConfigs => handlers::configs::handle_alter_configs,
     IncrementalAlterConfigs => handlers::configs::handle_incremental_alter_configs,
     DescribeCluster => handlers::metadata::handle_describe_cluster,
+    DeleteRecords => handlers::delete_records::handle,
     InitProducerId => handlers::init_producer_id::handle,
 }
 
