@@ -24,6 +24,8 @@ pub struct Broker {
     pub apis: SupportedApis,
     pub replicas: Arc<ReplicaManager>,
     pub controller: Arc<ControllerClient>,
+    /// The group coordinator (consumer groups and committed offsets).
+    pub groups: Arc<crate::group::GroupCoordinator>,
     /// Producer ids for InitProducerId.
     pub producer_ids: crate::producer_ids::ProducerIdManager,
     /// Images after they were applied to [`ReplicaManager`].
@@ -39,6 +41,12 @@ impl Broker {
         controller: Arc<ControllerClient>,
         images: watch::Receiver<Arc<MetadataImage>>,
     ) -> Broker {
+        let groups = crate::group::GroupCoordinator::new(
+            config.group_coordinator.clone(),
+            replicas.clone(),
+            controller.clone(),
+        );
+        groups.start(images.clone());
         Broker {
             node_id: config.node_id,
             config,
@@ -46,6 +54,7 @@ impl Broker {
             apis: crate::dispatch::supported_apis(),
             replicas,
             controller,
+            groups,
             producer_ids: crate::producer_ids::ProducerIdManager::new(),
             images,
             shutting_down: AtomicBool::new(false),
@@ -80,6 +89,7 @@ impl Broker {
 
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
+        self.groups.shutdown();
     }
 
     pub fn is_shutting_down(&self) -> bool {

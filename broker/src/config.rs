@@ -67,6 +67,18 @@ const BROKER_KEYS: &[&str] = &[
     "log.cleaner.enable",
     "log.cleaner.backoff.ms",
     "num.recovery.threads.per.data.dir",
+    // The group coordinator (crate::group).
+    "offsets.topic.num.partitions",
+    "offsets.topic.replication.factor",
+    "offsets.topic.segment.bytes",
+    "offsets.commit.timeout.ms",
+    "offsets.retention.minutes",
+    "offsets.retention.check.interval.ms",
+    "offset.metadata.max.bytes",
+    "group.initial.rebalance.delay.ms",
+    "group.min.session.timeout.ms",
+    "group.max.session.timeout.ms",
+    "group.max.size",
 ];
 
 /// A broker role (`process.roles`).
@@ -169,6 +181,8 @@ pub struct BrokerConfig {
     pub cleaner_enabled: bool,
     pub cleaner_backoff: Duration,
     pub recovery_threads: usize,
+    /// The group coordinator's settings (`offsets.*`, `group.*`).
+    pub group_coordinator: crate::group::GroupCoordinatorConfig,
     /// Broker-level defaults for topic configs, by *topic* config name (e.g. `retention.ms`
     /// from `log.retention.ms`), as the file set them.
     pub topic_defaults: BTreeMap<String, String>,
@@ -349,6 +363,7 @@ impl BrokerConfig {
             cleaner_enabled: boolean("log.cleaner.enable", true)?,
             cleaner_backoff: ms("log.cleaner.backoff.ms", 15_000)?,
             recovery_threads: int("num.recovery.threads.per.data.dir", 2, 1)? as usize,
+            group_coordinator: group_coordinator_config(&int)?,
             topic_defaults,
             raw: props,
         };
@@ -403,6 +418,82 @@ impl BrokerConfig {
     pub fn static_topic_default(&self, topic_key: &str) -> Option<&str> {
         self.topic_defaults.get(topic_key).map(String::as_str)
     }
+}
+
+/// The `offsets.*` and `group.*` keys, with Kafka's defaults and lower bounds.
+fn group_coordinator_config(
+    int: &dyn Fn(&str, i64, i64) -> Result<i64, ConfigError>,
+) -> Result<crate::group::GroupCoordinatorConfig, ConfigError> {
+    let int32 = |k: &str, default: i64, min: i64| -> Result<i32, ConfigError> {
+        i32::try_from(int(k, default, min)?).map_err(|_| invalid(k, "out of range"))
+    };
+    let ms = |k: &str, default: i64, min: i64| -> Result<Duration, ConfigError> {
+        Ok(Duration::from_millis(int(k, default, min)? as u64))
+    };
+    let d = crate::group::GroupCoordinatorConfig::default();
+    let config = crate::group::GroupCoordinatorConfig {
+        offsets_topic_num_partitions: int32(
+            "offsets.topic.num.partitions",
+            i64::from(d.offsets_topic_num_partitions),
+            1,
+        )?,
+        offsets_topic_replication_factor: i16::try_from(int(
+            "offsets.topic.replication.factor",
+            i64::from(d.offsets_topic_replication_factor),
+            1,
+        )?)
+        .map_err(|_| invalid("offsets.topic.replication.factor", "out of range"))?,
+        offsets_topic_segment_bytes: int32(
+            "offsets.topic.segment.bytes",
+            i64::from(d.offsets_topic_segment_bytes),
+            1,
+        )?,
+        offsets_commit_timeout: ms(
+            "offsets.commit.timeout.ms",
+            d.offsets_commit_timeout.as_millis() as i64,
+            1,
+        )?,
+        offsets_retention: Duration::from_secs(
+            60 * int(
+                "offsets.retention.minutes",
+                d.offsets_retention.as_secs() as i64 / 60,
+                1,
+            )? as u64,
+        ),
+        offsets_retention_check_interval: ms(
+            "offsets.retention.check.interval.ms",
+            d.offsets_retention_check_interval.as_millis() as i64,
+            1,
+        )?,
+        offset_metadata_max_bytes: int(
+            "offset.metadata.max.bytes",
+            d.offset_metadata_max_bytes as i64,
+            0,
+        )? as usize,
+        initial_rebalance_delay_ms: int32(
+            "group.initial.rebalance.delay.ms",
+            i64::from(d.initial_rebalance_delay_ms),
+            0,
+        )?,
+        min_session_timeout_ms: int32(
+            "group.min.session.timeout.ms",
+            i64::from(d.min_session_timeout_ms),
+            0,
+        )?,
+        max_session_timeout_ms: int32(
+            "group.max.session.timeout.ms",
+            i64::from(d.max_session_timeout_ms),
+            0,
+        )?,
+        max_size: int32("group.max.size", d.max_size as i64, 1)? as usize,
+    };
+    if config.min_session_timeout_ms > config.max_session_timeout_ms {
+        return Err(invalid(
+            "group.min.session.timeout.ms",
+            "must not exceed group.max.session.timeout.ms",
+        ));
+    }
+    Ok(config)
 }
 
 /// Every broker key Fjord accepts (for `--help` style listings and tests).
@@ -509,6 +600,37 @@ metadata.log.dir = "./data/metadata"
         assert!(e.to_string().contains("log.retention.ms"), "{e}");
         let e = props("process.roles = \"broker\"\n").unwrap_err();
         assert!(matches!(e, ConfigError::Missing("node.id")), "{e}");
+    }
+
+    #[test]
+    fn group_coordinator_keys_have_kafka_defaults_and_bounds() {
+        let c = props(BASE).unwrap().group_coordinator;
+        assert_eq!(c, crate::group::GroupCoordinatorConfig::default());
+        assert_eq!(c.offsets_topic_num_partitions, 50);
+        assert_eq!(c.offsets_topic_replication_factor, 3);
+        assert_eq!(c.initial_rebalance_delay_ms, 3000);
+        let c = props(&format!(
+            "{BASE}\noffsets.topic.replication.factor = 1\noffsets.topic.num.partitions = 4\ngroup.initial.rebalance.delay.ms = 0\noffsets.retention.minutes = 2\n"
+        ))
+        .unwrap()
+        .group_coordinator;
+        assert_eq!(c.offsets_topic_replication_factor, 1);
+        assert_eq!(c.offsets_topic_num_partitions, 4);
+        assert_eq!(c.initial_rebalance_delay_ms, 0);
+        assert_eq!(c.offsets_retention, Duration::from_secs(120));
+        let e = props(&format!("{BASE}\noffsets.topic.num.partitions = 0\n")).unwrap_err();
+        assert!(
+            e.to_string().contains("offsets.topic.num.partitions"),
+            "{e}"
+        );
+        let e = props(&format!(
+            "{BASE}\ngroup.min.session.timeout.ms = 10\ngroup.max.session.timeout.ms = 5\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("group.min.session.timeout.ms"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub struct RequestContext {
     /// The listener the connection came in on (Metadata answers with that listener's
     /// endpoints).
     pub listener: String,
+    /// The client's address (the group coordinator reports it as the member's host).
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl RequestContext {
@@ -85,6 +87,17 @@ api_table! {
     DescribeCluster => handlers::metadata::handle_describe_cluster,
     DeleteRecords => handlers::delete_records::handle,
     InitProducerId => handlers::init_producer_id::handle,
+    FindCoordinator => handlers::groups::handle_find_coordinator,
+    JoinGroup => handlers::groups::handle_join_group,
+    SyncGroup => handlers::groups::handle_sync_group,
+    Heartbeat => handlers::groups::handle_heartbeat,
+    LeaveGroup => handlers::groups::handle_leave_group,
+    ListGroups => handlers::groups::handle_list_groups,
+    DescribeGroups => handlers::groups::handle_describe_groups,
+    DeleteGroups => handlers::groups::handle_delete_groups,
+    OffsetCommit => handlers::offsets::handle_offset_commit,
+    OffsetFetch => handlers::offsets::handle_offset_fetch,
+    OffsetDelete => handlers::offsets::handle_offset_delete,
 }
 
 /// The APIs and versions this broker advertises.
@@ -117,6 +130,7 @@ mod tests {
         assert!(apis.supports(ApiKey::Produce, 7));
         assert!(apis.supports(ApiKey::Fetch, 11));
         assert!(apis.supports(ApiKey::Metadata, 6));
-        assert!(!apis.supports(ApiKey::JoinGroup, 0));
+        assert!(apis.supports(ApiKey::JoinGroup, 0));
+        assert!(apis.supports(ApiKey::OffsetFetch, 8));
     }
 }

@@ -85,6 +85,7 @@ async fn connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, li
                 let ctx = RequestContext {
                     header: req.header,
                     listener: listener.clone(),
+                    peer: Some(peer),
                 };
                 let version = ctx.header.api_version;
                 let correlation_id = ctx.header.correlation_id;
