@@ -3,6 +3,7 @@
 pub mod api_versions;
 pub mod configs;
 pub mod delete_records;
+pub mod describe_topic_partitions;
 pub mod fetch;
 pub mod groups;
 pub mod init_producer_id;
