@@ -189,12 +189,16 @@ impl Member {
             .collect()
     }
 
-    /// The partitions of the member's latest assignment.
+    /// The partitions the member owns now.
     fn assignment(&self) -> Option<BTreeSet<i64>> {
+        self.partitions_of_last("owned")
+    }
+
+    fn partitions_of_last(&self, event: &str) -> Option<BTreeSet<i64>> {
         self.events()
             .iter()
             .rev()
-            .find(|e| e["event"] == "assign")
+            .find(|e| e["event"] == event)
             .map(|e| {
                 e["partitions"]
                     .as_array()
@@ -205,11 +209,28 @@ impl Member {
             })
     }
 
+    /// How many times the member's rebalance callback assigned it partitions.
     fn assign_events(&self) -> usize {
         self.events()
             .iter()
             .filter(|e| e["event"] == "assign")
             .count()
+    }
+
+    /// Every partition a rebalance callback took from the member.
+    fn revoked(&self) -> BTreeSet<i64> {
+        self.events()
+            .iter()
+            .filter(|e| e["event"] == "revoke")
+            .flat_map(|e| {
+                e["partitions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(Value::as_i64)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     fn consumed(&self) -> usize {
@@ -667,5 +688,46 @@ fn admin_clients_list_describe_reset_and_delete_groups() {
         !log.contains("panicked"),
         "broker log:\n{}",
         env.broker.log_tail()
+    );
+}
+
+#[test]
+fn a_cooperative_sticky_group_moves_only_the_partitions_it_must() {
+    let Some(env) = Env::start() else { return };
+    let topic = "cooperative";
+    env.create_topic(topic, 4);
+    let args = json!({"group": "cooperative-group", "topic": topic,
+                      "strategy": "cooperative-sticky"});
+    let first = env.member(RDKAFKA, "first", args.clone());
+    wait_for_balance(&env, &[&first], 4);
+    env.produce(topic, 0, 100);
+    wait_for("the first member to consume", SETTLE, &env.broker, || {
+        (first.consumed() >= 100).then_some(())
+    });
+    let second = env.member(RDKAFKA, "second", args);
+    wait_for_balance(&env, &[&first, &second], 4);
+    let moved = second.assignment().unwrap();
+    assert_eq!(moved.len(), 2, "the four partitions are split evenly");
+    // Incremental rebalancing: the first member gave up only what moved, and kept the rest
+    // throughout.
+    assert_eq!(first.revoked(), moved, "{:?}", first.events());
+    env.produce(topic, 100, 200);
+    wait_for("the rest of the records", SETTLE, &env.broker, || {
+        (first.consumed() + second.consumed() >= 200).then_some(())
+    });
+    let a = first.stop(&env.broker);
+    let b = second.stop(&env.broker);
+    let mut keys = keys_of(&a);
+    keys.extend(keys_of(&b));
+    assert_eq!(
+        keys.len(),
+        200,
+        "no record twice: {:?} {:?}",
+        a["errors"],
+        b["errors"]
+    );
+    assert_eq!(
+        keys.into_iter().collect::<BTreeSet<_>>(),
+        expected_keys(0, 200)
     );
 }

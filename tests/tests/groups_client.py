@@ -8,8 +8,10 @@ Prints one JSON document on stdout; exits non-zero (with the error on stderr) on
 A member subscribes to a topic in a group and consumes until the file named by "stop" exists
 (or "deadline" seconds pass, or "count" records arrived), committing after every record
 (synchronously, so what was consumed is what is committed). It appends one JSON line per event
-to the "progress" file: {"event": "assign", "partitions": [...]} after each assignment and
-{"event": "record", "partition": p, "offset": o} after each committed record.
+to the "progress" file: {"event": "assign"|"revoke", "partitions": [...]} from the rebalance
+callbacks (incremental ones for cooperative assignors), {"event": "owned", "partitions": [...]}
+whenever the set of partitions it owns changes, and {"event": "record", "partition": p,
+"offset": o} after each committed record.
 """
 
 import json
@@ -70,9 +72,14 @@ def rd_member(a):
 
     c.subscribe([a["topic"]], on_assign=on_assign, on_revoke=on_revoke)
     out, errors = [], []
+    owned = None
     start = time.time()
     while not done(a, start, len(out)):
         m = c.poll(0.2)
+        now_owned = sorted(p.partition for p in c.assignment())
+        if now_owned != owned:
+            owned = now_owned
+            progress.log(event="owned", partitions=owned)
         if m is None:
             continue
         if m.error():
@@ -172,11 +179,16 @@ def kp_member(a):
     c.subscribe([a["topic"]], listener=Listener())
     out, errors = [], []
     logged = 0
+    owned = None
     start = time.time()
     while not done(a, start, len(out)):
         for _, msgs in c.poll(timeout_ms=200, max_records=50).items():
             for m in msgs:
                 out.append({"partition": m.partition, "offset": m.offset, "key": dec(m.key)})
+        now_owned = sorted(p.partition for p in c.assignment())
+        if now_owned != owned:
+            owned = now_owned
+            progress.log(event="owned", partitions=owned)
         if len(out) > logged:
             try:
                 c.commit()

@@ -439,3 +439,75 @@ fn failed_writes_fail_the_sync_and_rebalance() {
     assert_eq!(f.try_recv().unwrap().error, codes::NOT_COORDINATOR);
     assert!(st.groups["g"].is(GroupState::PreparingRebalance));
 }
+
+#[test]
+fn expired_offsets_and_then_empty_groups_are_removed() {
+    let (mut st, log) = shard(GroupCoordinatorConfig {
+        offsets_retention: std::time::Duration::ZERO,
+        ..config()
+    });
+    let simple = CommitRequest {
+        group_id: "simple".into(),
+        member_id: String::new(),
+        group_instance_id: None,
+        generation_id: -1,
+        retention_time_ms: -1,
+        api_version: 8,
+        topics: vec![(
+            "t".into(),
+            vec![CommitPartition {
+                index: 0,
+                offset: 1,
+                leader_epoch: -1,
+                metadata: None,
+            }],
+        )],
+    };
+    st.commit_offsets(simple).unwrap();
+    // A consumer group that is Stable keeps the offsets of the topics it subscribes to,
+    // however old.
+    let (ids, generation) = stable_group(&mut st, "busy", 1);
+    // The test subscription ("sub") is not a consumer protocol subscription, so the group's
+    // topics are unknown and, as in Kafka, none of its offsets expire.
+    let busy = CommitRequest {
+        group_id: "busy".into(),
+        member_id: ids[0].clone(),
+        group_instance_id: None,
+        generation_id: generation,
+        retention_time_ms: -1,
+        api_version: 8,
+        topics: vec![(
+            "t".into(),
+            vec![CommitPartition {
+                index: 0,
+                offset: 5,
+                leader_epoch: -1,
+                metadata: None,
+            }],
+        )],
+    };
+    st.commit_offsets(busy).unwrap();
+    let before = log.records.lock().len();
+    st.expire_offsets();
+    let written: Vec<CoordinatorRecord> = log.records.lock()[before..]
+        .iter()
+        .map(|(_, r)| r.clone())
+        .collect();
+    assert_eq!(
+        written,
+        vec![
+            CoordinatorRecord::OffsetCommit {
+                group: "simple".into(),
+                topic: "t".into(),
+                partition: 0,
+                value: None
+            },
+            CoordinatorRecord::GroupMetadata {
+                group: "simple".into(),
+                value: None
+            },
+        ]
+    );
+    assert!(!st.groups.contains_key("simple"));
+    assert_eq!(st.fetch_offsets("busy", None)[0].1[0].offset, 5);
+}
