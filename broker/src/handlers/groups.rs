@@ -81,10 +81,21 @@ pub fn handle_find_coordinator(
     } else {
         vec![req.key.clone()]
     };
+    // Kafka fails the whole request on an unknown key type (with the error's default
+    // message); other errors are per key, and carry a message only before version 4, where
+    // even success says "NONE".
+    let known_type = matches!(
+        req.key_type,
+        KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION | KEY_TYPE_SHARE
+    );
     let found: Vec<(StrBytes, Found)> = keys
         .into_iter()
         .map(|k| {
-            let f = find_coordinator(broker, &ctx, &image, req.key_type, k.as_str());
+            let f = if known_type {
+                find_coordinator(broker, &ctx, &image, req.key_type, k.as_str())
+            } else {
+                Found::error(codes::INVALID_REQUEST)
+            };
             (k, f)
         })
         .collect();
@@ -93,13 +104,14 @@ pub fn handle_find_coordinator(
             found
                 .into_iter()
                 .map(|(key, f)| {
+                    let message = (!known_type).then(|| str_bytes(codes::message(f.error)));
                     Coordinator::default()
                         .with_key(key)
                         .with_node_id(BrokerId(f.node_id))
                         .with_host(str_bytes(&f.host))
                         .with_port(f.port)
                         .with_error_code(f.error)
-                        .with_error_message(f.message.as_deref().map(str_bytes))
+                        .with_error_message(message)
                 })
                 .collect(),
         )
@@ -108,14 +120,19 @@ pub fn handle_find_coordinator(
             .into_iter()
             .next()
             .map(|(_, f)| f)
-            .unwrap_or_else(|| Found::error(codes::INVALID_REQUEST, None));
+            .unwrap_or_else(|| Found::error(codes::INVALID_REQUEST));
         let r = FindCoordinatorResponse::default()
             .with_error_code(f.error)
             .with_node_id(BrokerId(f.node_id))
             .with_host(str_bytes(&f.host))
             .with_port(f.port);
         if version >= 1 {
-            r.with_error_message(f.message.as_deref().map(str_bytes))
+            let message = if f.error == codes::NONE {
+                "NONE"
+            } else {
+                codes::message(f.error)
+            };
+            r.with_error_message(Some(str_bytes(message)))
         } else {
             r
         }
@@ -125,7 +142,6 @@ pub fn handle_find_coordinator(
 
 struct Found {
     error: i16,
-    message: Option<String>,
     node_id: i32,
     host: String,
     port: i32,
@@ -133,10 +149,9 @@ struct Found {
 
 impl Found {
     /// An error with Kafka's "no node" (-1, "", -1).
-    fn error(code: i16, message: Option<String>) -> Found {
+    fn error(code: i16) -> Found {
         Found {
             error: code,
-            message: message.or_else(|| Some(codes::message(code).to_string())),
             node_id: -1,
             host: String::new(),
             port: -1,
@@ -156,23 +171,18 @@ fn find_coordinator(
         KEY_TYPE_TRANSACTION => {
             // Kafka answers COORDINATOR_NOT_AVAILABLE while the transaction state topic cannot
             // be had; without a transaction coordinator that is always the case here.
-            return Found::error(
-                codes::COORDINATOR_NOT_AVAILABLE,
-                Some("transactions are not supported by this broker".into()),
+            tracing::debug!(
+                transactional_id = key,
+                "FindCoordinator for a transaction: transactions are not supported"
             );
+            return Found::error(codes::COORDINATOR_NOT_AVAILABLE);
         }
         // No share group coordinator (KIP-932 is not enabled), as Kafka answers then.
-        KEY_TYPE_SHARE => return Found::error(codes::INVALID_REQUEST, None),
-        other => {
-            return Found::error(
-                codes::INVALID_REQUEST,
-                Some(format!("Unknown coordinator type received: {other}")),
-            );
-        }
+        _ => return Found::error(codes::INVALID_REQUEST),
     }
     if image.topic(OFFSETS_TOPIC).is_none() {
         broker.groups.request_offsets_topic();
-        return Found::error(codes::COORDINATOR_NOT_AVAILABLE, None);
+        return Found::error(codes::COORDINATOR_NOT_AVAILABLE);
     }
     let p = broker.groups.partition_for(key, image);
     let leader = image.partition(OFFSETS_TOPIC, p).map_or(-1, |r| r.leader);
@@ -183,12 +193,11 @@ fn find_coordinator(
     match endpoint {
         Some(ep) => Found {
             error: codes::NONE,
-            message: None,
             node_id: leader,
             host: ep.host.clone(),
             port: i32::from(ep.port),
         },
-        None => Found::error(codes::COORDINATOR_NOT_AVAILABLE, None),
+        None => Found::error(codes::COORDINATOR_NOT_AVAILABLE),
     }
 }
 
