@@ -2,8 +2,41 @@
 
 use std::time::Duration;
 
-use crate::batch::TimestampType;
+use crate::batch::{Compression, TimestampType};
 use crate::error::StorageError;
+
+/// `compression.type`: keep each batch in the producer's codec, or store every batch in one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompressionType {
+    /// `producer`: batches are stored exactly as sent.
+    Producer,
+    /// `uncompressed`, `gzip`, `snappy`, `lz4` or `zstd`.
+    Codec(Compression),
+}
+
+impl CompressionType {
+    /// Kafka's topic-config names. `none` is a producer setting, not a topic value: Kafka's
+    /// topic config refuses it, and so does this.
+    pub fn from_name(name: &str) -> Option<CompressionType> {
+        match name {
+            "producer" => Some(CompressionType::Producer),
+            "uncompressed" => Some(CompressionType::Codec(Compression::None)),
+            "gzip" => Some(CompressionType::Codec(Compression::Gzip)),
+            "snappy" => Some(CompressionType::Codec(Compression::Snappy)),
+            "lz4" => Some(CompressionType::Codec(Compression::Lz4)),
+            "zstd" => Some(CompressionType::Codec(Compression::Zstd)),
+            _ => None,
+        }
+    }
+}
+
+/// Kafka's level ranges (`GzipCompression`, `Lz4Compression`, `ZstdCompression`).
+pub const GZIP_DEFAULT_LEVEL: i32 = -1;
+pub const GZIP_LEVELS: std::ops::RangeInclusive<i32> = 1..=9;
+pub const LZ4_DEFAULT_LEVEL: i32 = 9;
+pub const LZ4_LEVELS: std::ops::RangeInclusive<i32> = 1..=17;
+pub const ZSTD_DEFAULT_LEVEL: i32 = 3;
+pub const ZSTD_LEVELS: std::ops::RangeInclusive<i32> = -131_072..=22;
 
 /// What happens to old data: delete whole segments, compact by key, or both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +82,14 @@ pub struct LogConfig {
     pub min_compaction_lag_ms: i64,
     /// `message.timestamp.type`
     pub timestamp_type: TimestampType,
+    /// `compression.type`: see [`crate::recompress`].
+    pub compression_type: CompressionType,
+    /// `compression.gzip.level` (-1 = the codec's default).
+    pub compression_gzip_level: i32,
+    /// `compression.lz4.level`
+    pub compression_lz4_level: i32,
+    /// `compression.zstd.level`
+    pub compression_zstd_level: i32,
 }
 
 impl Default for LogConfig {
@@ -68,6 +109,10 @@ impl Default for LogConfig {
             min_cleanable_dirty_ratio: 0.5,
             min_compaction_lag_ms: 0,
             timestamp_type: TimestampType::CreateTime,
+            compression_type: CompressionType::Producer,
+            compression_gzip_level: GZIP_DEFAULT_LEVEL,
+            compression_lz4_level: LZ4_DEFAULT_LEVEL,
+            compression_zstd_level: ZSTD_DEFAULT_LEVEL,
         }
     }
 }
@@ -78,6 +123,30 @@ fn bad(key: &str, value: &str, reason: &str) -> StorageError {
         value: value.into(),
         reason: reason.into(),
     }
+}
+
+fn parse_level(
+    key: &str,
+    value: &str,
+    levels: std::ops::RangeInclusive<i32>,
+    default: i32,
+) -> Result<i32, StorageError> {
+    let v: i32 = value
+        .trim()
+        .parse()
+        .map_err(|_| bad(key, value, "not a 32-bit integer"))?;
+    if v != default && !levels.contains(&v) {
+        return Err(bad(
+            key,
+            value,
+            &format!(
+                "must be between {} and {} (or {default})",
+                levels.start(),
+                levels.end()
+            ),
+        ));
+    }
+    Ok(v)
 }
 
 fn parse_i64(key: &str, value: &str, min: i64) -> Result<i64, StorageError> {
@@ -108,6 +177,10 @@ impl LogConfig {
         "min.cleanable.dirty.ratio",
         "min.compaction.lag.ms",
         "message.timestamp.type",
+        "compression.type",
+        "compression.gzip.level",
+        "compression.lz4.level",
+        "compression.zstd.level",
     ];
 
     /// Apply one Kafka topic config. Returns `Ok(false)` for keys that are not storage configs.
@@ -158,6 +231,27 @@ impl LogConfig {
                     "LogAppendTime" => TimestampType::LogAppendTime,
                     _ => return Err(bad(key, value, "expected CreateTime or LogAppendTime")),
                 }
+            }
+            "compression.type" => {
+                self.compression_type =
+                    CompressionType::from_name(value.trim()).ok_or_else(|| {
+                        bad(
+                            key,
+                            value,
+                            "expected uncompressed, zstd, lz4, snappy, gzip or producer",
+                        )
+                    })?
+            }
+            "compression.gzip.level" => {
+                self.compression_gzip_level =
+                    parse_level(key, value, GZIP_LEVELS, GZIP_DEFAULT_LEVEL)?
+            }
+            "compression.lz4.level" => {
+                self.compression_lz4_level = parse_level(key, value, LZ4_LEVELS, LZ4_DEFAULT_LEVEL)?
+            }
+            "compression.zstd.level" => {
+                self.compression_zstd_level =
+                    parse_level(key, value, ZSTD_LEVELS, ZSTD_DEFAULT_LEVEL)?
             }
             _ => return Ok(false),
         }
@@ -232,6 +326,69 @@ mod tests {
             !LogConfig::default()
                 .set("min.insync.replicas", "2")
                 .unwrap()
+        );
+    }
+
+    #[test]
+    fn compression_type_and_levels_use_kafka_names_and_ranges() {
+        assert_eq!(
+            LogConfig::default().compression_type,
+            CompressionType::Producer
+        );
+        for (name, want) in [
+            ("producer", CompressionType::Producer),
+            ("uncompressed", CompressionType::Codec(Compression::None)),
+            ("gzip", CompressionType::Codec(Compression::Gzip)),
+            ("snappy", CompressionType::Codec(Compression::Snappy)),
+            ("lz4", CompressionType::Codec(Compression::Lz4)),
+            ("zstd", CompressionType::Codec(Compression::Zstd)),
+        ] {
+            let c = LogConfig::default()
+                .with_overrides([("compression.type", name)])
+                .unwrap();
+            assert_eq!(c.compression_type, want, "{name}");
+        }
+        for bad in ["none", "ZSTD", "brotli", ""] {
+            assert!(
+                LogConfig::default()
+                    .with_overrides([("compression.type", bad)])
+                    .is_err(),
+                "{bad:?}"
+            );
+        }
+        let c = LogConfig::default()
+            .with_overrides([
+                ("compression.gzip.level", "9"),
+                ("compression.lz4.level", "17"),
+                ("compression.zstd.level", "-5"),
+            ])
+            .unwrap();
+        assert_eq!(
+            (
+                c.compression_gzip_level,
+                c.compression_lz4_level,
+                c.compression_zstd_level
+            ),
+            (9, 17, -5)
+        );
+        for (key, value) in [
+            ("compression.gzip.level", "0"),
+            ("compression.gzip.level", "10"),
+            ("compression.lz4.level", "0"),
+            ("compression.lz4.level", "18"),
+            ("compression.zstd.level", "23"),
+            ("compression.zstd.level", "-131073"),
+            ("compression.zstd.level", "x"),
+        ] {
+            assert!(
+                LogConfig::default().with_overrides([(key, value)]).is_err(),
+                "{key}={value}"
+            );
+        }
+        assert!(
+            LogConfig::default()
+                .with_overrides([("compression.gzip.level", "-1")])
+                .is_ok()
         );
     }
 }

@@ -13,6 +13,7 @@ pub mod index;
 pub mod log;
 pub mod manager;
 pub mod producer_state;
+pub mod recompress;
 pub mod records;
 pub mod segment;
 

@@ -7,6 +7,10 @@
 //! producer's last five batches is answered with its original offsets and not appended (and,
 //! with acks=-1, still waits for the high watermark to cover it); a sequence gap answers
 //! OUT_OF_ORDER_SEQUENCE_NUMBER and an older epoch INVALID_PRODUCER_EPOCH.
+//!
+//! A topic whose `compression.type` names a codec has each batch in another codec rebuilt in
+//! that codec before the append (`fjord_storage::recompress`); sequence numbers are kept, so
+//! the duplicate check above sees the batch the producer sent.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,15 +93,29 @@ pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) ->
                 if broker.is_shutting_down() {
                     return Err(PartitionError::code(codes::NOT_LEADER_OR_FOLLOWER));
                 }
-                let records = p.records.as_deref().unwrap_or(&[]);
-                if records.is_empty() {
-                    return Err(PartitionError {
-                        code: codes::INVALID_RECORD,
-                        message: Some("produce request without records".into()),
-                    });
+                let records = match &p.records {
+                    Some(r) if !r.is_empty() => r,
+                    _ => {
+                        return Err(PartitionError {
+                            code: codes::INVALID_RECORD,
+                            message: Some("produce request without records".into()),
+                        });
+                    }
+                };
+                // A follower answers before spending CPU on recompression, as Kafka does.
+                if !partition.is_leader() {
+                    return Err(PartitionError::code(codes::NOT_LEADER_OR_FOLLOWER));
                 }
+                // compression.type other than `producer`: batches in another codec are rebuilt
+                // (the same Bytes come back otherwise).
+                let records =
+                    fjord_storage::recompress::for_log(records, &partition.log().config())
+                        .map_err(|e| PartitionError {
+                            code: codes::storage_error_code(&e),
+                            message: Some(e.to_string()),
+                        })?;
                 let min_isr = settings.as_ref().map_or(1, |s| s.min_insync_replicas);
-                let info = partition.append_as_leader(records, acks, min_isr)?;
+                let info = partition.append_as_leader(&records, acks, min_isr)?;
                 Ok((partition, info))
             })();
             outcomes.push(match outcome {
