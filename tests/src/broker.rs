@@ -75,7 +75,11 @@ impl BrokerProcess {
         );
         // A single broker cannot host __consumer_offsets with Kafka's default replication
         // factor of 3, and any consumer with a group.id asks for it.
-        if !self.extra.iter().any(|(k, _)| k == "offsets.topic.replication.factor") {
+        if !self
+            .extra
+            .iter()
+            .any(|(k, _)| k == "offsets.topic.replication.factor")
+        {
             text.push_str("\"offsets.topic.replication.factor\" = \"1\"\n");
         }
         for (k, v) in &self.extra {
