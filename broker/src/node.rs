@@ -222,7 +222,13 @@ impl Node {
         let deadline = tokio::time::Instant::now() + UNFENCE_TIMEOUT;
         loop {
             let img = unfenced.borrow_and_update().clone();
-            if img.broker(config.node_id).is_some_and(|b| !b.fenced) {
+            // Our own registration (this epoch), unfenced. The image replayed at start-up still
+            // holds the previous incarnation's registration, unfenced, until the controller
+            // fences it; serving on that would hand clients partitions about to change leader.
+            if img
+                .broker(config.node_id)
+                .is_some_and(|b| b.epoch == epoch && !b.fenced)
+            {
                 break;
             }
             if tokio::time::timeout_at(deadline, unfenced.changed())
