@@ -102,3 +102,36 @@ impl Conn {
         closed
     }
 }
+
+/// A kafka-protocol topic name.
+pub fn topic_name(s: &str) -> kafka_protocol::messages::TopicName {
+    kafka_protocol::messages::TopicName(StrBytes::from_string(s.to_string()))
+}
+
+impl Conn {
+    /// CreateTopics v7 for one topic with replication factor 1; asserts it succeeded.
+    pub fn create_topic(&mut self, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+        use kafka_protocol::messages::create_topics_request::{
+            CreatableTopic, CreatableTopicConfig,
+        };
+        let configs = configs
+            .iter()
+            .map(|(k, v)| {
+                CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_string(k.to_string()))
+                    .with_value(Some(StrBytes::from_string(v.to_string())))
+            })
+            .collect();
+        let req = kafka_protocol::messages::CreateTopicsRequest::default()
+            .with_topics(vec![
+                CreatableTopic::default()
+                    .with_name(topic_name(topic))
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(1)
+                    .with_configs(configs),
+            ])
+            .with_timeout_ms(10_000);
+        let resp = self.call(7, &req);
+        assert_eq!(resp.topics[0].error_code, 0, "{resp:?}");
+    }
+}

@@ -13,10 +13,8 @@ use fjord_storage::records::{self, BatchSpec, Header, Record};
 use fjord_tests::broker::BrokerProcess;
 use fjord_tests::clients::{self, ALL, KAFKA_PYTHON, RDKAFKA};
 use fjord_tests::wire::Conn;
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fjord-under-test");
@@ -284,29 +282,11 @@ fn idempotent_pid(headers: &[BatchHeader]) -> i64 {
 // ------------------------------------------------------------------------- wire level
 
 fn name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
+    fjord_tests::wire::topic_name(s)
 }
 
 fn create_topic(conn: &mut Conn, topic: &str, configs: &[(&str, &str)]) {
-    let configs = configs
-        .iter()
-        .map(|(k, v)| {
-            CreatableTopicConfig::default()
-                .with_name(StrBytes::from_string(k.to_string()))
-                .with_value(Some(StrBytes::from_string(v.to_string())))
-        })
-        .collect();
-    let req = CreateTopicsRequest::default()
-        .with_topics(vec![
-            CreatableTopic::default()
-                .with_name(name(topic))
-                .with_num_partitions(1)
-                .with_replication_factor(1)
-                .with_configs(configs),
-        ])
-        .with_timeout_ms(10_000);
-    let resp = conn.call(7, &req);
-    assert_eq!(resp.topics[0].error_code, 0, "{resp:?}");
+    conn.create_topic(topic, 1, configs);
 }
 
 /// Produces to partition 0 with acks=-1: (error code, base offset, error message).

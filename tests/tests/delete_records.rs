@@ -12,7 +12,6 @@ use fjord_storage::records::simple_batch;
 use fjord_tests::broker::BrokerProcess;
 use fjord_tests::clients::{self, ALL, RDKAFKA};
 use fjord_tests::wire::Conn;
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_records_request::{
     DeleteRecordsPartition, DeleteRecordsTopic,
 };
@@ -20,7 +19,6 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fjord-under-test");
@@ -186,29 +184,11 @@ fn both_admin_clients_delete_records_and_consumers_see_the_new_log_start() {
 }
 
 fn name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
+    fjord_tests::wire::topic_name(s)
 }
 
 fn create_topic(conn: &mut Conn, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
-    let configs = configs
-        .iter()
-        .map(|(k, v)| {
-            CreatableTopicConfig::default()
-                .with_name(StrBytes::from_string(k.to_string()))
-                .with_value(Some(StrBytes::from_string(v.to_string())))
-        })
-        .collect();
-    let req = CreateTopicsRequest::default()
-        .with_topics(vec![
-            CreatableTopic::default()
-                .with_name(name(topic))
-                .with_num_partitions(partitions)
-                .with_replication_factor(1)
-                .with_configs(configs),
-        ])
-        .with_timeout_ms(10_000);
-    let resp = conn.call(7, &req);
-    assert_eq!(resp.topics[0].error_code, 0, "{resp:?}");
+    conn.create_topic(topic, partitions, configs);
 }
 
 fn produce(conn: &mut Conn, topic: &str, n: usize) {

@@ -9,11 +9,9 @@ use fjord_storage::Compression;
 use fjord_storage::records::simple_batch;
 use fjord_tests::broker::BrokerProcess;
 use fjord_tests::wire::Conn;
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
 
 const BIN: &str = env!("CARGO_BIN_EXE_fjord-under-test");
 
@@ -24,7 +22,7 @@ fn start(extra: &[(&str, &str)]) -> (BrokerProcess, tempfile::TempDir) {
 }
 
 fn name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
+    fjord_tests::wire::topic_name(s)
 }
 
 fn create_topic(conn: &mut Conn, topic: &str, partitions: i32) {
@@ -32,25 +30,7 @@ fn create_topic(conn: &mut Conn, topic: &str, partitions: i32) {
 }
 
 fn create_topic_with(conn: &mut Conn, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
-    let configs = configs
-        .iter()
-        .map(|(k, v)| {
-            CreatableTopicConfig::default()
-                .with_name(StrBytes::from_string(k.to_string()))
-                .with_value(Some(StrBytes::from_string(v.to_string())))
-        })
-        .collect();
-    let req = CreateTopicsRequest::default()
-        .with_topics(vec![
-            CreatableTopic::default()
-                .with_name(name(topic))
-                .with_num_partitions(partitions)
-                .with_replication_factor(1)
-                .with_configs(configs),
-        ])
-        .with_timeout_ms(10_000);
-    let resp = conn.call(7, &req);
-    assert_eq!(resp.topics[0].error_code, 0, "{resp:?}");
+    conn.create_topic(topic, partitions, configs);
 }
 
 fn produce_request(topic: &str, partition: i32, acks: i16, records: Bytes) -> ProduceRequest {
