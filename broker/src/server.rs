@@ -15,11 +15,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use fjord_protocol::schema::SchemaError;
 use fjord_protocol::{
-    DecodeError, DecodedRequest, Disposition, ProtocolError, SupportedApis, decode_request,
-    encode_response_kind, encode_unsupported_api_versions, parse_request, parse_request_header,
-    read_frame,
+    Disposition, encode_response_kind, encode_unsupported_api_versions, parse_request, read_frame,
 };
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
@@ -80,7 +77,7 @@ async fn connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, li
             }
         };
         let (tx, rx) = oneshot::channel();
-        match parse_lenient(&frame, &broker.apis) {
+        match parse_request(&frame, &broker.apis) {
             Ok(req) => {
                 let ctx = RequestContext {
                     header: req.header,
@@ -139,31 +136,6 @@ async fn connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, li
     drop(queue_tx);
     let _ = writer.await;
     tracing::debug!(%peer, "connection closed");
-}
-
-/// Parses a request, ignoring bytes after a complete body as Kafka does: its parser never
-/// checks for them, and librdkafka 2.x sends three stray bytes after a Metadata v13 body that
-/// asks for all topics. Everything else the strict parser refuses stays refused.
-fn parse_lenient(frame: &Bytes, apis: &SupportedApis) -> Result<DecodedRequest, ProtocolError> {
-    let err = match parse_request(frame, apis) {
-        Ok(r) => return Ok(r),
-        Err(e) => e,
-    };
-    let trailing = match &err {
-        ProtocolError::Decode(DecodeError::Shape {
-            source: SchemaError::TrailingBytes(n),
-            ..
-        }) => *n,
-        ProtocolError::Decode(DecodeError::TrailingBytes { remaining, .. }) => *remaining,
-        _ => return Err(err),
-    };
-    let (header, body) = parse_request_header(frame, apis)?;
-    let Some(keep) = body.len().checked_sub(trailing) else {
-        return Err(err);
-    };
-    let body = decode_request(header.api_key, header.api_version, body.slice(..keep))?;
-    tracing::debug!(api_key = ?header.api_key, version = header.api_version, trailing, "ignored trailing bytes after a request body");
-    Ok(DecodedRequest { header, body })
 }
 
 async fn write_answers(

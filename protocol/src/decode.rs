@@ -3,14 +3,17 @@
 //! Order of defences, each covering what the previous cannot:
 //! 1. [`crate::schema::validate`] walks the body without allocating and
 //!    rejects any array count not backed by bytes (kafka-protocol would
-//!    `Vec::with_capacity` it and abort the process), truncation and trailing
-//!    bytes. This is what makes decoding hostile input safe; see `schema`.
+//!    `Vec::with_capacity` it and abort the process) and truncation, and finds
+//!    where the body ends. This is what makes decoding hostile input safe; see
+//!    `schema`. Bytes after the body are ignored, as Kafka ignores them
+//!    (librdkafka 2.x sends three after a Metadata v13 body).
 //! 2. kafka-protocol decodes the validated body; its own errors (bad UTF-8,
 //!    a tag not valid in this version) are returned as [`DecodeError::Invalid`].
 //! 3. `catch_unwind` turns any panic inside kafka-protocol into
 //!    [`DecodeError::Panicked`]. It cannot catch an allocation failure (that
 //!    aborts), which is why step 1 exists.
-//! 4. The decoder must have consumed the whole body.
+//! 4. The decoder must have consumed exactly the body the walk found; anything
+//!    else means the schema tables and kafka-protocol disagree.
 //!
 //! Produce's `records` field stays the raw `Bytes` slice of the frame: the
 //! request decoders never parse record batches.
@@ -73,12 +76,21 @@ fn decode_with<T, E: std::fmt::Display>(
         Some((lo, hi)) if lo <= version && version <= hi => {}
         _ => return Err(DecodeError::UnsupportedVersion { api_key, version }),
     }
-    schema::validate(api_key as i16, version, &body).map_err(|source| DecodeError::Shape {
-        api_key,
-        version,
-        source,
-    })?;
-    let mut buf = body;
+    let len =
+        schema::validate(api_key as i16, version, &body).map_err(|source| DecodeError::Shape {
+            api_key,
+            version,
+            source,
+        })?;
+    if len < body.len() {
+        tracing::debug!(
+            ?api_key,
+            version,
+            trailing = body.len() - len,
+            "ignoring bytes after the request body"
+        );
+    }
+    let mut buf = body.slice(..len);
     let decoded = catch_unwind(AssertUnwindSafe(|| decode(&mut buf)))
         .map_err(|_| {
             tracing::warn!(
@@ -94,7 +106,7 @@ fn decode_with<T, E: std::fmt::Display>(
             message: format!("{e:#}"),
         })?;
     if buf.has_remaining() {
-        return Err(DecodeError::TrailingBytes {
+        return Err(DecodeError::LengthMismatch {
             api_key,
             version,
             remaining: buf.remaining(),

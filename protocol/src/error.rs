@@ -82,8 +82,9 @@ pub enum DecodeError {
         version: i16,
         message: String,
     },
-    #[error("{api_key:?} v{version} body has {remaining} trailing bytes")]
-    TrailingBytes {
+    /// The schema walk and kafka-protocol disagree on where the body ends.
+    #[error("{api_key:?} v{version}: decoder left {remaining} of the body's bytes unread")]
+    LengthMismatch {
         api_key: ApiKey,
         version: i16,
         remaining: usize,

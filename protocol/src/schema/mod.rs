@@ -139,9 +139,11 @@ pub fn request_versions(api_key: i16) -> Option<(i16, i16)> {
 }
 
 /// Checks that `body` is a well-formed request body for `api_key`/`version`
-/// whose every array count is backed by real elements, and that it is consumed
-/// exactly. Never allocates.
-pub fn validate(api_key: i16, version: i16, body: &[u8]) -> Result<(), SchemaError> {
+/// whose every array count is backed by real elements, and returns the length of
+/// the body it found. Bytes after that are the caller's to judge: Kafka ignores
+/// them, and librdkafka sends some (three after a Metadata v13 body). Never
+/// allocates.
+pub fn validate(api_key: i16, version: i16, body: &[u8]) -> Result<usize, SchemaError> {
     let root = root_for(api_key).ok_or(SchemaError::UnknownApi(api_key))?;
     walk::walk_body(root, version, body)
 }

@@ -233,9 +233,10 @@ fn generated_bodies_decode_exactly_in_kafka_protocol() {
                 let mut out = BytesMut::new();
                 generator.structure(&structs()[root], version, &mut out, 0);
                 let body = out.freeze();
-                validate(key as i16, version, &body).unwrap_or_else(|e| {
+                let walked = validate(key as i16, version, &body).unwrap_or_else(|e| {
                     panic!("{key:?} v{version}: walk rejected a generated body: {e}")
                 });
+                assert_eq!(walked, body.len(), "{key:?} v{version}");
                 let mut buf = body.clone();
                 let decoded = RequestKind::decode(key, &mut buf, version).unwrap_or_else(|e| {
                     panic!("{key:?} v{version}: kafka-protocol rejected {body:?}: {e:#}")
@@ -249,9 +250,10 @@ fn generated_bodies_decode_exactly_in_kafka_protocol() {
                 let mut again = BytesMut::new();
                 decoded.encode(&mut again, version).unwrap();
                 let again: Bytes = again.freeze();
-                validate(key as i16, version, &again).unwrap_or_else(|e| {
+                let walked = validate(key as i16, version, &again).unwrap_or_else(|e| {
                     panic!("{key:?} v{version}: walk rejected kafka-protocol's encoding: {e}")
                 });
+                assert_eq!(walked, again.len(), "{key:?} v{version}");
                 let mut buf = again.clone();
                 let redecoded = RequestKind::decode(key, &mut buf, version).unwrap();
                 assert_eq!(redecoded, decoded, "{key:?} v{version}");
@@ -285,7 +287,11 @@ fn truncated_or_extended_bodies_are_rejected() {
             }
             let mut longer = body.to_vec();
             longer.push(0);
-            assert!(validate(key as i16, version, &longer).is_err());
+            assert_eq!(
+                validate(key as i16, version, &longer).ok(),
+                Some(body.len()),
+                "{key:?} v{version}: the walk must stop where the body ends"
+            );
         }
     }
 }

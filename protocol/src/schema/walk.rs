@@ -45,8 +45,6 @@ pub enum SchemaError {
         declared: usize,
         used: usize,
     },
-    #[error("{0} trailing bytes after the request body")]
-    TrailingBytes(usize),
     #[error("request nests deeper than {MAX_DEPTH} levels")]
     TooDeep,
 }
@@ -114,17 +112,15 @@ impl<'a> Reader<'a> {
     }
 }
 
-pub(super) fn walk_body(root: usize, version: i16, body: &[u8]) -> Result<(), SchemaError> {
+/// Walks one body and returns how many bytes it occupies.
+pub(super) fn walk_body(root: usize, version: i16, body: &[u8]) -> Result<usize, SchemaError> {
     let mut r = Reader {
         buf: body,
         pos: 0,
         base: 0,
     };
     walk_struct(root, version, &mut r, 0)?;
-    match r.remaining() {
-        0 => Ok(()),
-        n => Err(SchemaError::TrailingBytes(n)),
-    }
+    Ok(body.len() - r.remaining())
 }
 
 fn def(idx: usize) -> &'static StructDef {
