@@ -2,6 +2,7 @@
 //! storage errors to them.
 
 use fjord_storage::StorageError;
+use fjord_storage::validate::RejectReason;
 
 pub const NONE: i16 = 0;
 pub const UNKNOWN_SERVER_ERROR: i16 = -1;
@@ -12,13 +13,21 @@ pub const LEADER_NOT_AVAILABLE: i16 = 5;
 pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 pub const REQUEST_TIMED_OUT: i16 = 7;
 pub const MESSAGE_TOO_LARGE: i16 = 10;
+pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
 pub const RECORD_LIST_TOO_LARGE: i16 = 18;
 pub const NOT_ENOUGH_REPLICAS: i16 = 19;
 pub const INVALID_REQUIRED_ACKS: i16 = 21;
+pub const INVALID_TIMESTAMP: i16 = 32;
 pub const UNSUPPORTED_VERSION: i16 = 35;
 pub const INVALID_REQUEST: i16 = 42;
 pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
+pub const POLICY_VIOLATION: i16 = 44;
+pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+/// Kafka 4.x answers a fenced epoch on Produce with this (since 2.7; PRODUCER_FENCED is for
+/// transactional requests), which clients handle by bumping the epoch.
+pub const INVALID_PRODUCER_EPOCH: i16 = 47;
 pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 pub const KAFKA_STORAGE_ERROR: i16 = 56;
 pub const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
@@ -46,6 +55,12 @@ pub fn storage_error_code(e: &StorageError) -> i16 {
         StorageError::UnsupportedMagic(_) => UNSUPPORTED_FOR_MESSAGE_FORMAT,
         StorageError::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
         StorageError::Compression { .. } => CORRUPT_MESSAGE,
+        StorageError::OutOfOrderSequence(_) => OUT_OF_ORDER_SEQUENCE_NUMBER,
+        StorageError::InvalidProducerEpoch(_) => INVALID_PRODUCER_EPOCH,
+        StorageError::RecordsRejected { reason, .. } => match reason {
+            RejectReason::InvalidRecord => INVALID_RECORD,
+            RejectReason::InvalidTimestamp => INVALID_TIMESTAMP,
+        },
         StorageError::Io { .. } | StorageError::LogOffline(_) => KAFKA_STORAGE_ERROR,
         _ => UNKNOWN_SERVER_ERROR,
     }

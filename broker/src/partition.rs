@@ -10,18 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fjord_raft::PartitionRegistration;
+use fjord_storage::validate::RecordError;
 use fjord_storage::{AppendInfo, Log, StorageError, TopicPartition};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::codes;
-
-/// Kafka `Errors` codes of idempotent produce (not yet in `codes`). Kafka 4.x answers a fenced
-/// epoch on Produce with INVALID_PRODUCER_EPOCH (since 2.7; PRODUCER_FENCED is for transactional
-/// requests), which clients handle by bumping the epoch rather than failing for good.
-pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
-pub const INVALID_PRODUCER_EPOCH: i16 = 47;
 
 /// Replication state from the metadata image.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,6 +45,8 @@ impl From<&PartitionRegistration> for ReplicaState {
 pub struct PartitionError {
     pub code: i16,
     pub message: Option<String>,
+    /// The records a produce was refused for (Produce v8+ `record_errors`).
+    pub record_errors: Vec<RecordError>,
 }
 
 impl PartitionError {
@@ -57,18 +54,28 @@ impl PartitionError {
         PartitionError {
             code,
             message: None,
+            record_errors: Vec::new(),
         }
     }
 
-    fn storage(e: &StorageError) -> Self {
-        let code = match e {
-            StorageError::OutOfOrderSequence(_) => OUT_OF_ORDER_SEQUENCE_NUMBER,
-            StorageError::InvalidProducerEpoch(_) => INVALID_PRODUCER_EPOCH,
-            other => codes::storage_error_code(other),
-        };
+    pub fn new(code: i16, message: impl Into<String>) -> Self {
         PartitionError {
             code,
+            message: Some(message.into()),
+            record_errors: Vec::new(),
+        }
+    }
+
+    /// The Kafka error for a storage failure, with its message and any refused records.
+    pub fn storage(e: &StorageError) -> Self {
+        let record_errors = match e {
+            StorageError::RecordsRejected { errors, .. } => errors.clone(),
+            _ => Vec::new(),
+        };
+        PartitionError {
+            code: codes::storage_error_code(e),
             message: Some(e.to_string()),
+            record_errors,
         }
     }
 }
@@ -177,12 +184,10 @@ impl Partition {
             (s.leader_epoch, s.isr.len())
         };
         if acks == -1 && isr_len < min_insync_replicas {
-            return Err(PartitionError {
-                code: codes::NOT_ENOUGH_REPLICAS,
-                message: Some(format!(
-                    "{isr_len} in-sync replicas, min.insync.replicas is {min_insync_replicas}"
-                )),
-            });
+            return Err(PartitionError::new(
+                codes::NOT_ENOUGH_REPLICAS,
+                format!("{isr_len} in-sync replicas, min.insync.replicas is {min_insync_replicas}"),
+            ));
         }
         let info = self
             .log

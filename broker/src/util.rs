@@ -69,3 +69,12 @@ mod tests {
         assert_eq!(uuid_from_base64("not base64"), None);
     }
 }
+
+/// Topics Kafka treats as internal (`Topic.isInternal`): clients neither produce to them nor
+/// delete their records, and Metadata flags them.
+pub fn is_internal_topic(topic: &str) -> bool {
+    matches!(
+        topic,
+        "__consumer_offsets" | "__transaction_state" | "__share_group_state"
+    )
+}

@@ -82,6 +82,12 @@ pub struct LogConfig {
     pub min_compaction_lag_ms: i64,
     /// `message.timestamp.type`
     pub timestamp_type: TimestampType,
+    /// `message.timestamp.before.max.ms`: how far behind the broker's clock a CreateTime
+    /// timestamp may be.
+    pub message_timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: how far ahead of the broker's clock a CreateTime
+    /// timestamp may be (Kafka 4.x default: one hour).
+    pub message_timestamp_after_max_ms: i64,
     /// `compression.type`: see [`crate::recompress`].
     pub compression_type: CompressionType,
     /// `compression.gzip.level` (-1 = the codec's default).
@@ -109,6 +115,8 @@ impl Default for LogConfig {
             min_cleanable_dirty_ratio: 0.5,
             min_compaction_lag_ms: 0,
             timestamp_type: TimestampType::CreateTime,
+            message_timestamp_before_max_ms: i64::MAX,
+            message_timestamp_after_max_ms: 60 * 60 * 1000,
             compression_type: CompressionType::Producer,
             compression_gzip_level: GZIP_DEFAULT_LEVEL,
             compression_lz4_level: LZ4_DEFAULT_LEVEL,
@@ -177,6 +185,8 @@ impl LogConfig {
         "min.cleanable.dirty.ratio",
         "min.compaction.lag.ms",
         "message.timestamp.type",
+        "message.timestamp.before.max.ms",
+        "message.timestamp.after.max.ms",
         "compression.type",
         "compression.gzip.level",
         "compression.lz4.level",
@@ -231,6 +241,12 @@ impl LogConfig {
                     "LogAppendTime" => TimestampType::LogAppendTime,
                     _ => return Err(bad(key, value, "expected CreateTime or LogAppendTime")),
                 }
+            }
+            "message.timestamp.before.max.ms" => {
+                self.message_timestamp_before_max_ms = parse_i64(key, value, 0)?
+            }
+            "message.timestamp.after.max.ms" => {
+                self.message_timestamp_after_max_ms = parse_i64(key, value, 0)?
             }
             "compression.type" => {
                 self.compression_type =

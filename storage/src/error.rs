@@ -27,6 +27,13 @@ pub enum StorageError {
     /// An idempotent batch from an older producer epoch (Kafka: INVALID_PRODUCER_EPOCH).
     #[error("invalid producer epoch: {0}")]
     InvalidProducerEpoch(String),
+    /// Records a leader refuses (Kafka: INVALID_RECORD or INVALID_TIMESTAMP, with per-record
+    /// errors for Produce v8+).
+    #[error("{} record(s) refused ({reason:?}): {}", errors.len(), errors.first().map_or("", |e| e.message.as_str()))]
+    RecordsRejected {
+        reason: crate::validate::RejectReason,
+        errors: Vec<crate::validate::RecordError>,
+    },
     /// Magic other than 2 (Kafka: UNSUPPORTED_FOR_MESSAGE_FORMAT).
     #[error("unsupported record batch magic {0}; only magic 2 is accepted")]
     UnsupportedMagic(i8),

@@ -16,6 +16,7 @@ pub mod producer_state;
 pub mod recompress;
 pub mod records;
 pub mod segment;
+pub mod validate;
 
 #[cfg(test)]
 pub(crate) mod testutil;

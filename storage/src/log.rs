@@ -226,6 +226,9 @@ impl Log {
                 max: config.segment_bytes as usize,
             });
         }
+        // Record-level checks (keys on compacted topics, timestamp bounds) before the lock:
+        // they may decompress, and a refused request leaves no trace in the log.
+        crate::validate::check_records(records, &batches, &config, now_ms)?;
         let log_append_time = config.timestamp_type == TimestampType::LogAppendTime;
 
         let mut s = self.state.write();

@@ -135,3 +135,31 @@ impl Conn {
         assert_eq!(resp.topics[0].error_code, 0, "{resp:?}");
     }
 }
+
+impl Conn {
+    /// Produce `records` to one partition (acks=1, by name, so `version` must be below 13) and
+    /// return that partition's answer.
+    pub fn produce(
+        &mut self,
+        version: i16,
+        topic: &str,
+        partition: i32,
+        records: bytes::Bytes,
+    ) -> kafka_protocol::messages::produce_response::PartitionProduceResponse {
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        let req = kafka_protocol::messages::ProduceRequest::default()
+            .with_acks(1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(topic_name(topic))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(partition)
+                            .with_records(Some(records)),
+                    ]),
+            ]);
+        let mut resp = self.call(version, &req);
+        resp.responses.remove(0).partition_responses.remove(0)
+    }
+}

@@ -22,19 +22,10 @@ use crate::broker::Broker;
 use crate::codes;
 use crate::dispatch::{Reply, RequestContext};
 use crate::partition::PartitionError;
+use crate::util::is_internal_topic;
 
 /// `DeleteRecordsRequest.HIGH_WATERMARK`: delete everything below the high watermark.
 const HIGH_WATERMARK: i64 = -1;
-/// Kafka's POLICY_VIOLATION.
-const POLICY_VIOLATION: i16 = 44;
-
-/// Topics Kafka treats as internal (`Topic.isInternal`); clients never delete their records.
-pub(crate) fn is_internal_topic(topic: &str) -> bool {
-    matches!(
-        topic,
-        "__consumer_offsets" | "__transaction_state" | "__share_group_state"
-    )
-}
 
 pub fn handle(broker: &Arc<Broker>, _ctx: RequestContext, req: DeleteRecordsRequest) -> Reply {
     let broker = broker.clone();
@@ -110,10 +101,10 @@ fn delete_one(
     offset: i64,
 ) -> Result<i64, PartitionError> {
     if is_internal_topic(topic) {
-        return Err(PartitionError {
-            code: codes::INVALID_TOPIC_EXCEPTION,
-            message: Some(format!("cannot delete records of internal topic {topic}")),
-        });
+        return Err(PartitionError::new(
+            codes::INVALID_TOPIC_EXCEPTION,
+            format!("cannot delete records of internal topic {topic}"),
+        ));
     }
     let p = broker.replicas.get(topic, partition).ok_or_else(|| {
         if broker.image().partition(topic, partition).is_some() {
@@ -126,12 +117,12 @@ fn delete_one(
         return Err(PartitionError::code(codes::NOT_LEADER_OR_FOLLOWER));
     }
     if !p.log().config().cleanup_policy.delete {
-        return Err(PartitionError {
-            code: POLICY_VIOLATION,
-            message: Some(format!(
+        return Err(PartitionError::new(
+            codes::POLICY_VIOLATION,
+            format!(
                 "records of {topic}-{partition} cannot be deleted: cleanup.policy has no delete"
-            )),
-        });
+            ),
+        ));
     }
     let target = if offset == HIGH_WATERMARK {
         p.high_watermark()
@@ -150,10 +141,7 @@ fn delete_one(
         .replicas
         .log_manager()
         .delete_records(&tp, target)
-        .map_err(|e| PartitionError {
-            code: codes::storage_error_code(&e),
-            message: Some(e.to_string()),
-        })?;
+        .map_err(|e| PartitionError::storage(&e))?;
     tracing::info!(partition = %tp, offset = target, "deleted records");
     // Kafka's low watermark is the smallest log start offset among the live replicas. Only the
     // leader's is known here, which is the whole answer while partitions have one replica.

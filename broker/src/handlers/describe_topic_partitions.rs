@@ -31,7 +31,7 @@ use uuid::Uuid;
 use crate::broker::Broker;
 use crate::codes;
 use crate::dispatch::{Reply, RequestContext};
-use crate::handlers::delete_records::is_internal_topic;
+use crate::util::is_internal_topic;
 use crate::util::str_bytes;
 
 /// Kafka's `max.request.partition.size.limit` default: the most partitions one response holds.

@@ -218,16 +218,10 @@ fn read_partition(
                 }
             }
             Err(e @ StorageError::OffsetOutOfRange { .. }) => {
-                return Err(PartitionError {
-                    code: codes::storage_error_code(&e),
-                    message: None,
-                });
+                return Err(PartitionError::code(codes::storage_error_code(&e)));
             }
             Err(e) => {
-                return Err(PartitionError {
-                    code: codes::storage_error_code(&e),
-                    message: Some(e.to_string()),
-                });
+                return Err(PartitionError::storage(&e));
             }
         }
     }

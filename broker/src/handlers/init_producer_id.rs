@@ -3,7 +3,7 @@
 //! transactional id. An idempotent producer that asks again with its old id and epoch (KIP-360,
 //! v3+) gets a fresh id too: Kafka ignores the old pair when there is no transactional id.
 //!
-//! Transactional ids are refused with COORDINATOR_NOT_AVAILABLE. That is what Kafka answers when
+//! Transactional ids are refused with codes::COORDINATOR_NOT_AVAILABLE. That is what Kafka answers when
 //! no transaction coordinator can serve (FindCoordinator while the transaction log cannot be
 //! created), and it is the truth here: Fjord runs no transaction coordinator yet. The
 //! alternatives would misinform the client: NOT_COORDINATOR claims another broker is the
@@ -21,10 +21,6 @@ use fjord_protocol::kafka_protocol::messages::{
 use crate::broker::Broker;
 use crate::codes;
 use crate::dispatch::{Reply, RequestContext};
-
-/// Kafka `Errors` codes this handler answers with that `codes` does not list yet.
-pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
-pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 
 fn error(code: i16) -> InitProducerIdResponse {
     InitProducerIdResponse::default()
@@ -45,7 +41,7 @@ pub fn handle(broker: &Arc<Broker>, _ctx: RequestContext, req: InitProducerIdReq
         }
         Some(_) => {
             return Reply::now(ResponseKind::InitProducerId(error(
-                COORDINATOR_NOT_AVAILABLE,
+                codes::COORDINATOR_NOT_AVAILABLE,
             )));
         }
         None => {}
@@ -57,10 +53,10 @@ pub fn handle(broker: &Arc<Broker>, _ctx: RequestContext, req: InitProducerIdReq
                 .with_producer_id(ProducerId(id))
                 .with_producer_epoch(0),
             Err(e) => {
-                // Kafka answers COORDINATOR_LOAD_IN_PROGRESS while it waits for a block: old
+                // Kafka answers codes::COORDINATOR_LOAD_IN_PROGRESS while it waits for a block: old
                 // clients treat REQUEST_TIMED_OUT as fatal, this one they retry.
                 tracing::warn!(error = %e, "InitProducerId failed");
-                error(COORDINATOR_LOAD_IN_PROGRESS)
+                error(codes::COORDINATOR_LOAD_IN_PROGRESS)
             }
         };
         ResponseKind::InitProducerId(resp)

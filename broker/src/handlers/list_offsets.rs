@@ -103,10 +103,7 @@ pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ListOffsetsRequest
 fn lookup(p: &Partition, timestamp: i64) -> Result<(i64, i64, i32), PartitionError> {
     let log = p.log();
     let hw = p.high_watermark();
-    let storage = |e: fjord_storage::StorageError| PartitionError {
-        code: codes::storage_error_code(&e),
-        message: Some(e.to_string()),
-    };
+    let storage = |e: fjord_storage::StorageError| PartitionError::storage(&e);
     Ok(match timestamp {
         LATEST => (-1, hw, p.leader_epoch()),
         EARLIEST | EARLIEST_LOCAL => {

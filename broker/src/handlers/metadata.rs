@@ -20,6 +20,7 @@ use crate::broker::Broker;
 use crate::codes;
 use crate::dispatch::{Reply, RequestContext};
 use crate::handlers::topics::create_via_controller;
+use crate::util::is_internal_topic;
 use crate::util::str_bytes;
 
 /// How long a Metadata request waits for topics it auto-created to appear with leaders.
@@ -28,10 +29,6 @@ const AUTO_CREATE_WAIT: Duration = Duration::from_secs(5);
 pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: MetadataRequest) -> Reply {
     let broker = broker.clone();
     Reply::later(async move { ResponseKind::Metadata(metadata(&broker, &ctx, req).await) })
-}
-
-fn is_internal(name: &str) -> bool {
-    name == "__consumer_offsets" || name == "__transaction_state"
 }
 
 async fn metadata(broker: &Broker, ctx: &RequestContext, req: MetadataRequest) -> MetadataResponse {
@@ -51,7 +48,7 @@ async fn metadata(broker: &Broker, ctx: &RequestContext, req: MetadataRequest) -
             .filter_map(|t| t.name.as_ref())
             .map(|n| n.as_str().to_string())
             .filter(|n| image.topic(n).is_none() && validate_topic_name(n).is_ok())
-            .filter(|n| !is_internal(n))
+            .filter(|n| !is_internal_topic(n))
             .collect();
         if !missing.is_empty() {
             image = auto_create_topics(broker, missing, image).await;
@@ -71,7 +68,7 @@ async fn metadata(broker: &Broker, ctx: &RequestContext, req: MetadataRequest) -
                     None if validate_topic_name(name.as_str()).is_err() => {
                         Err(codes::INVALID_TOPIC_EXCEPTION)
                     }
-                    None if auto_create && !is_internal(name.as_str()) => {
+                    None if auto_create && !is_internal_topic(name.as_str()) => {
                         Err(codes::LEADER_NOT_AVAILABLE)
                     }
                     None => Err(codes::UNKNOWN_TOPIC_OR_PARTITION),
@@ -139,7 +136,7 @@ fn describe_topic(image: &MetadataImage, t: &TopicImage) -> MetadataResponseTopi
         .with_error_code(codes::NONE)
         .with_name(Some(TopicName(str_bytes(&t.name))))
         .with_topic_id(t.id)
-        .with_is_internal(is_internal(&t.name))
+        .with_is_internal(is_internal_topic(&t.name))
         .with_partitions(partitions)
 }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fjord_protocol::kafka_protocol::messages::produce_response::{
-    PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
 use fjord_protocol::kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 
@@ -24,7 +24,7 @@ use crate::broker::Broker;
 use crate::codes;
 use crate::dispatch::{Reply, RequestContext};
 use crate::partition::{Partition, PartitionError};
-use crate::util::str_bytes;
+use crate::util::{is_internal_topic, str_bytes};
 
 /// A partition's answer, plus what an acks=-1 request still has to wait for.
 struct Outcome {
@@ -33,6 +33,16 @@ struct Outcome {
 }
 
 fn failed(index: i32, e: PartitionError) -> Outcome {
+    // Versions before 8 have neither field; the encoder leaves them out there.
+    let record_errors = e
+        .record_errors
+        .iter()
+        .map(|r| {
+            BatchIndexAndErrorMessage::default()
+                .with_batch_index(r.index)
+                .with_batch_index_error_message(Some(str_bytes(&r.message)))
+        })
+        .collect();
     Outcome {
         response: PartitionProduceResponse::default()
             .with_index(index)
@@ -40,6 +50,7 @@ fn failed(index: i32, e: PartitionError) -> Outcome {
             .with_base_offset(-1)
             .with_log_append_time_ms(-1)
             .with_log_start_offset(-1)
+            .with_record_errors(record_errors)
             .with_error_message(e.message.as_deref().map(str_bytes)),
         wait: None,
     }
@@ -71,10 +82,10 @@ pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) ->
                     return Err(PartitionError::code(codes::INVALID_REQUIRED_ACKS));
                 }
                 if transactional {
-                    return Err(PartitionError {
-                        code: codes::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-                        message: Some("transactions are not supported".into()),
-                    });
+                    return Err(PartitionError::new(
+                        codes::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                        "transactions are not supported",
+                    ));
                 }
                 let unknown = if ctx.version() >= 13 {
                     codes::UNKNOWN_TOPIC_ID
@@ -82,6 +93,14 @@ pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) ->
                     codes::UNKNOWN_TOPIC_OR_PARTITION
                 };
                 let name = name.as_deref().ok_or(PartitionError::code(unknown))?;
+                // Only the coordinators write their internal topics (Kafka: ReplicaManager
+                // refuses client appends to them).
+                if is_internal_topic(name) {
+                    return Err(PartitionError::new(
+                        codes::INVALID_TOPIC_EXCEPTION,
+                        format!("cannot append to internal topic {name}"),
+                    ));
+                }
                 let partition = broker.replicas.get(name, p.index).ok_or_else(|| {
                     // A partition the image knows but this broker does not host.
                     if image.partition(name, p.index).is_some() {
@@ -96,10 +115,10 @@ pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) ->
                 let records = match &p.records {
                     Some(r) if !r.is_empty() => r,
                     _ => {
-                        return Err(PartitionError {
-                            code: codes::INVALID_RECORD,
-                            message: Some("produce request without records".into()),
-                        });
+                        return Err(PartitionError::new(
+                            codes::INVALID_RECORD,
+                            "produce request without records",
+                        ));
                     }
                 };
                 // A follower answers before spending CPU on recompression, as Kafka does.
@@ -110,10 +129,7 @@ pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) ->
                 // (the same Bytes come back otherwise).
                 let records =
                     fjord_storage::recompress::for_log(records, &partition.log().config())
-                        .map_err(|e| PartitionError {
-                            code: codes::storage_error_code(&e),
-                            message: Some(e.to_string()),
-                        })?;
+                        .map_err(|e| PartitionError::storage(&e))?;
                 let min_isr = settings.as_ref().map_or(1, |s| s.min_insync_replicas);
                 let info = partition.append_as_leader(&records, acks, min_isr)?;
                 Ok((partition, info))
