@@ -1,15 +1,50 @@
-//! The `fjord` command line. `fjord broker --config FILE [--set key=value ...]` runs a node;
-//! the admin commands arrive with issue #6.
+//! The `fjord` command line: `fjord broker` runs a node; every other command is an admin or
+//! data tool that speaks the Kafka protocol through [`client`], so it works against Fjord and
+//! against Apache Kafka alike. Exit codes are listed in [`exit`].
 
-use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use fjord_broker::{BrokerConfig, Node};
+use clap::{CommandFactory, Parser, Subcommand};
+
+pub mod broker_cmd;
+pub mod client;
+pub mod cmd;
+pub mod exit;
+pub mod output;
+pub mod profile;
+
+use client::{Client, ConnOptions};
+use exit::CliError;
+use output::Format;
+
+const EXIT_CODES: &str = "Exit codes: 0 ok, 1 error, 2 usage, 3 broker unreachable or timed out, \
+4 not found (topic, group, partition), 5 conflict (exists already, group has active members), \
+6 cluster unhealthy.\n\
+Brokers: -b/--brokers, else FJORD_BROKERS, else the profile (--profile or FJORD_PROFILE, else \
+default_profile) in $FJORD_CONFIG or ~/.config/fjord/config.toml, else 127.0.0.1:9092.";
 
 #[derive(Parser, Debug)]
-#[command(name = "fjord", version, about = "Kafka-compatible event streaming")]
+#[command(
+    name = "fjord",
+    version,
+    about = "Kafka-compatible event streaming: run a broker, administer any Kafka-compatible cluster",
+    after_help = EXIT_CODES
+)]
 struct Cli {
+    /// Bootstrap brokers, `host:port[,host:port...]`.
+    #[arg(short = 'b', long, global = true, value_name = "HOST:PORT,...")]
+    brokers: Option<String>,
+    /// Named profile from the config file.
+    #[arg(long, global = true)]
+    profile: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
+    output: Format,
+    /// Timeout of each request to a broker, in milliseconds.
+    #[arg(long, global = true, value_name = "MS")]
+    request_timeout_ms: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -20,90 +55,144 @@ enum Command {
     Broker {
         /// TOML file with Kafka property names as keys, e.g. config/single-node.toml.
         #[arg(long, short)]
-        config: PathBuf,
+        config: std::path::PathBuf,
         /// Override one property, e.g. `--set log.dirs=/tmp/fjord`; may be repeated.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
+    /// Create, list, describe, delete and alter topics.
+    #[command(subcommand)]
+    Topic(cmd::topic::TopicCmd),
+    /// Consumer groups: list, describe, lag, reset offsets (replay), delete.
+    #[command(subcommand)]
+    Group(cmd::group::GroupCmd),
+    /// Produce records: one per line of stdin or of a file.
+    Produce(cmd::produce::ProduceArgs),
+    /// Consume records and print them.
+    Consume(cmd::consume::ConsumeArgs),
+    /// Describe or change topic and broker configs.
+    #[command(subcommand)]
+    Config(cmd::config::ConfigCmd),
+    /// Cluster overview and health check.
+    #[command(subcommand)]
+    Cluster(cmd::cluster::ClusterCmd),
+    /// Load tests: producer and consumer throughput and latency.
+    #[command(subcommand)]
+    Perf(cmd::perf::PerfCmd),
+    /// Print a shell completion script, e.g. `fjord completions bash > /etc/bash_completion.d/fjord`.
+    Completions { shell: clap_complete::Shell },
+}
+
+/// What every admin command gets: the client and the output format.
+pub struct Ctx {
+    pub client: Arc<Client>,
+    pub format: Format,
+    /// Where the broker list came from ("--brokers", "FJORD_BROKERS", a profile...).
+    pub source: String,
+}
+
+impl Ctx {
+    pub fn json(&self) -> bool {
+        self.format == Format::Json
+    }
 }
 
 /// Entry point shared by the `fjord` binary and the test harness's copy of it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    let format = cli.output;
     match cli.command {
-        Command::Broker { config, set } => run_broker(config, set),
+        Command::Broker { config, set } => {
+            init_logging("info,openraft=warn");
+            broker_cmd::run_broker(config, set)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "fjord", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        command => {
+            init_logging("warn");
+            let result = run_admin(
+                command,
+                cli.brokers.as_deref(),
+                cli.profile.as_deref(),
+                cli.request_timeout_ms,
+                format,
+            );
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => report(&e, format),
+            }
+        }
     }
 }
 
-fn init_logging() {
+fn report(e: &CliError, format: Format) -> ExitCode {
+    let code = e.code();
+    if format == Format::Json {
+        let v = serde_json::json!({
+            "error": e.to_string(),
+            "exit_code": code,
+            "hint": e.hint(),
+        });
+        eprintln!("{v}");
+    } else {
+        eprintln!("fjord: error: {e}");
+        if let Some(h) = e.hint() {
+            eprintln!("hint: {h}");
+        }
+    }
+    ExitCode::from(code)
+}
+
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
 }
 
-fn run_broker(path: PathBuf, overrides: Vec<String>) -> ExitCode {
-    let config = match BrokerConfig::load(&path, &overrides) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("fjord: {e}");
-            return ExitCode::from(2);
-        }
+fn run_admin(
+    command: Command,
+    brokers: Option<&str>,
+    profile: Option<&str>,
+    timeout_ms: Option<u64>,
+    format: Format,
+) -> exit::Result<()> {
+    let target = profile::resolve(brokers, profile)?;
+    let timeout = Duration::from_millis(
+        timeout_ms
+            .or(target.request_timeout_ms)
+            .unwrap_or(30_000)
+            .max(1),
+    );
+    let opts = ConnOptions {
+        connect_timeout: timeout.min(Duration::from_secs(10)),
+        request_timeout: timeout,
+        client_id: "fjord-cli".into(),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let ctx = Ctx {
+        client: Arc::new(Client::new(target.brokers, opts)),
+        format,
+        source: target.source,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .thread_name("fjord")
+        .thread_name("fjord-cli")
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("fjord: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+        .map_err(|e| CliError::Other(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async move {
-        let node = match Node::start(config).await {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::error!(error = %e, "start-up failed");
-                eprintln!("fjord: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        for (name, addr) in &node.client_addrs {
-            // One stable line tools and tests can wait for.
-            println!("fjord: listening {name} {addr}");
-        }
-        wait_for_signal().await;
-        tracing::info!("shutting down");
-        match node.shutdown().await {
-            Ok(()) => {
-                tracing::info!("clean shutdown");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "shutdown did not complete cleanly");
-                ExitCode::FAILURE
-            }
+        match command {
+            Command::Topic(c) => cmd::topic::run(&ctx, c).await,
+            Command::Group(c) => cmd::group::run(&ctx, c).await,
+            Command::Produce(a) => cmd::produce::run(&ctx, a).await,
+            Command::Consume(a) => cmd::consume::run(&ctx, a).await,
+            Command::Config(c) => cmd::config::run(&ctx, c).await,
+            Command::Cluster(c) => cmd::cluster::run(&ctx, c).await,
+            Command::Perf(c) => cmd::perf::run(&ctx, c).await,
+            Command::Broker { .. } | Command::Completions { .. } => Ok(()),
         }
     })
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stopping on ctrl-c only");
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }
