@@ -87,6 +87,13 @@ impl Broker {
         }
     }
 
+    /// The consumer lag of `group_id` per partition (committed offset against the high
+    /// watermark). Errors are Kafka codes: NOT_COORDINATOR when another broker coordinates the
+    /// group, COORDINATOR_LOAD_IN_PROGRESS, GROUP_ID_NOT_FOUND.
+    pub fn group_lag(&self, group_id: &str) -> Result<crate::group::lag::GroupLag, i16> {
+        crate::group::lag::group_lag(&self.groups, &self.replicas, &self.image(), group_id)
+    }
+
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
         self.groups.shutdown();

@@ -79,6 +79,9 @@ const BROKER_KEYS: &[&str] = &[
     "group.min.session.timeout.ms",
     "group.max.session.timeout.ms",
     "group.max.size",
+    "group.consumer.session.timeout.ms",
+    "group.consumer.heartbeat.interval.ms",
+    "group.consumer.max.size",
 ];
 
 /// A broker role (`process.roles`).
@@ -486,7 +489,26 @@ fn group_coordinator_config(
             0,
         )?,
         max_size: int32("group.max.size", d.max_size as i64, 1)? as usize,
+        consumer_session_timeout_ms: int32(
+            "group.consumer.session.timeout.ms",
+            i64::from(d.consumer_session_timeout_ms),
+            1,
+        )?,
+        consumer_heartbeat_interval_ms: int32(
+            "group.consumer.heartbeat.interval.ms",
+            i64::from(d.consumer_heartbeat_interval_ms),
+            1,
+        )?,
+        consumer_max_size: int32("group.consumer.max.size", d.consumer_max_size as i64, 1)?
+            as usize,
+        consumer_assignors: d.consumer_assignors.clone(),
     };
+    if config.consumer_heartbeat_interval_ms >= config.consumer_session_timeout_ms {
+        return Err(invalid(
+            "group.consumer.heartbeat.interval.ms",
+            "must be less than group.consumer.session.timeout.ms",
+        ));
+    }
     if config.min_session_timeout_ms > config.max_session_timeout_ms {
         return Err(invalid(
             "group.min.session.timeout.ms",

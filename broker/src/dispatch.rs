@@ -99,6 +99,8 @@ api_table! {
     OffsetCommit => handlers::offsets::handle_offset_commit,
     OffsetFetch => handlers::offsets::handle_offset_fetch,
     OffsetDelete => handlers::offsets::handle_offset_delete,
+    ConsumerGroupHeartbeat => handlers::consumer_groups::handle_consumer_group_heartbeat,
+    ConsumerGroupDescribe => handlers::consumer_groups::handle_consumer_group_describe,
 }
 
 /// The APIs and versions this broker advertises.

@@ -4,9 +4,11 @@ use bytes::Bytes;
 
 use crate::group::classic::GroupState;
 use crate::group::codes;
+use crate::group::consumer::CONSUMER_GROUP_TYPE;
 use crate::group::state::ShardState;
 
-/// The type every group here has (KIP-848 "consumer" groups come later).
+/// The type of classic groups; KIP-848 groups are of type
+/// [`crate::group::consumer::CONSUMER_GROUP_TYPE`].
 pub const CLASSIC_GROUP_TYPE: &str = "classic";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,32 +46,57 @@ impl ShardState {
     pub fn list_groups(&self, states: &[String], types: &[String]) -> Vec<ListedGroup> {
         let states: Vec<String> = states.iter().map(|s| s.trim().to_lowercase()).collect();
         let types: Vec<String> = types.iter().map(|s| s.trim().to_lowercase()).collect();
-        let mut out: Vec<ListedGroup> = self
+        let wanted = |state: &str, ty: &str| {
+            (states.is_empty() || states.contains(&state.to_lowercase()))
+                && (types.is_empty() || types.iter().any(|t| t == ty))
+        };
+        let classic = self
             .groups
             .values()
-            .filter(|g| states.is_empty() || states.contains(&g.state().name().to_lowercase()))
-            .filter(|_| types.is_empty() || types.iter().any(|t| t == CLASSIC_GROUP_TYPE))
+            .filter(|g| wanted(g.state().name(), CLASSIC_GROUP_TYPE))
             .map(|g| ListedGroup {
                 group_id: g.id.clone(),
                 protocol_type: g.protocol_type.clone().unwrap_or_default(),
                 state: g.state().name(),
                 group_type: CLASSIC_GROUP_TYPE,
-            })
-            .collect();
+            });
+        let consumer = self
+            .consumer_groups
+            .values()
+            .filter(|g| wanted(g.state().name(), CONSUMER_GROUP_TYPE))
+            .map(|g| ListedGroup {
+                group_id: g.id.clone(),
+                protocol_type: CONSUMER_GROUP_TYPE.to_string(),
+                state: g.state().name(),
+                group_type: CONSUMER_GROUP_TYPE,
+            });
+        let mut out: Vec<ListedGroup> = classic.chain(consumer).collect();
         out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
         out
     }
 
     /// DescribeGroups. Members' metadata and assignments are only given for Stable groups. A
-    /// group that does not exist is reported Dead, or, from version 6, GROUP_ID_NOT_FOUND.
+    /// group that does not exist, or is not a classic group (ConsumerGroupDescribe describes
+    /// those), is reported Dead, or, from version 6, GROUP_ID_NOT_FOUND.
     pub fn describe_group(&self, group_id: &str, api_version: i16) -> DescribedGroup {
         let Some(g) = self.groups.get(group_id) else {
+            let consumer = self.consumer_groups.contains_key(group_id);
+            let message = if consumer {
+                format!("Group {group_id} is not a classic group.")
+            } else {
+                format!("Group {group_id} not found.")
+            };
             return if api_version >= 6 {
                 DescribedGroup {
                     group_id: group_id.to_string(),
                     error: codes::GROUP_ID_NOT_FOUND,
-                    error_message: Some(format!("Group {group_id} not found.")),
-                    state: String::new(),
+                    error_message: Some(message),
+                    // Kafka reports a group of another type as Dead.
+                    state: if consumer {
+                        GroupState::Dead.name().to_string()
+                    } else {
+                        String::new()
+                    },
                     protocol_type: String::new(),
                     protocol_data: String::new(),
                     members: Vec::new(),

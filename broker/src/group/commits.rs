@@ -1,7 +1,7 @@
 //! Committed offsets: OffsetCommit, OffsetFetch, OffsetDelete and the expiry of old offsets
 //! (Kafka's `OffsetMetadataManager`).
 
-use crate::group::classic::{ClassicGroup, GroupState};
+use crate::group::classic::{ClassicGroup, ExpiryBase, GroupState};
 use crate::group::codes;
 use crate::group::now_ms;
 use crate::group::offsets::OffsetAndMetadata;
@@ -126,6 +126,9 @@ impl ShardState {
     }
 
     fn validate_offset_commit(&self, req: &CommitRequest) -> Result<(), i16> {
+        if let Some(g) = self.consumer_groups.get(&req.group_id) {
+            return g.validate_offset_commit(&req.member_id, req.generation_id, req.api_version);
+        }
         match self.groups.get(&req.group_id) {
             Some(g) => g.validate_offset_commit(
                 &req.member_id,
@@ -140,7 +143,7 @@ impl ShardState {
     }
 
     /// Appends records and applies them; returns the offset after them.
-    fn write_and_replay(&mut self, records: &[CoordinatorRecord]) -> Result<i64, i16> {
+    pub(crate) fn write_and_replay(&mut self, records: &[CoordinatorRecord]) -> Result<i64, i16> {
         let (first, end) = self.env.append(records)?;
         for (i, r) in records.iter().enumerate() {
             self.replay(first + i as i64, r);
@@ -155,11 +158,12 @@ impl ShardState {
         group_id: &str,
         topics: Option<&[(String, Vec<i32>)]>,
     ) -> FetchedTopics {
-        let offsets = self
-            .groups
-            .get(group_id)
-            .filter(|g| !g.is(GroupState::Dead))
-            .and_then(|_| self.offsets.group(group_id));
+        let exists = self.consumer_groups.contains_key(group_id)
+            || self
+                .groups
+                .get(group_id)
+                .is_some_and(|g| !g.is(GroupState::Dead));
+        let offsets = exists.then(|| self.offsets.group(group_id)).flatten();
         match topics {
             Some(topics) => topics
                 .iter()
@@ -191,18 +195,44 @@ impl ShardState {
         }
     }
 
+    /// OffsetFetch v9 names the member asking: for consumer groups it must be a member in
+    /// its current epoch (classic groups do not check).
+    pub fn validate_offset_fetch(
+        &self,
+        group_id: &str,
+        member_id: Option<&str>,
+        member_epoch: i32,
+    ) -> Result<(), i16> {
+        match self.consumer_groups.get(group_id) {
+            Some(g) => g.validate_offset_fetch(member_id, member_epoch),
+            None => Ok(()),
+        }
+    }
+
     /// OffsetDelete: removes offsets of topics the group does not consume.
     pub fn delete_offsets(
         &mut self,
         group_id: &str,
         topics: &[(String, Vec<i32>)],
     ) -> Result<WriteResult, i16> {
-        let g = self.groups.get(group_id).ok_or(codes::GROUP_ID_NOT_FOUND)?;
-        g.validate_offset_delete()?;
+        // The topics the group consumes (their offsets stay).
+        let subscribed: Vec<bool> = if let Some(g) = self.consumer_groups.get(group_id) {
+            topics
+                .iter()
+                .map(|(t, _)| g.is_subscribed_to_topic(t))
+                .collect()
+        } else {
+            let g = self.groups.get(group_id).ok_or(codes::GROUP_ID_NOT_FOUND)?;
+            g.validate_offset_delete()?;
+            topics
+                .iter()
+                .map(|(t, _)| g.is_subscribed_to_topic(t))
+                .collect()
+        };
         let mut records = Vec::new();
         let mut out = Vec::with_capacity(topics.len());
-        for (t, parts) in topics {
-            if g.is_subscribed_to_topic(t) {
+        for ((t, parts), subscribed) in topics.iter().zip(subscribed) {
+            if subscribed {
                 out.push((
                     t.clone(),
                     parts
@@ -229,6 +259,20 @@ impl ShardState {
         let mut records = Vec::new();
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
+            if let Some(g) = self.consumer_groups.get(id) {
+                let code = match g.validate_delete() {
+                    Err(code) => code,
+                    Ok(()) => {
+                        for (t, p) in self.offsets.partitions_of(id) {
+                            records.push(offset_tombstone(id, &t, p));
+                        }
+                        records.extend(g.tombstones());
+                        codes::NONE
+                    }
+                };
+                out.push((id.clone(), code));
+                continue;
+            }
             let code = match self.groups.get(id) {
                 None => codes::GROUP_ID_NOT_FOUND,
                 Some(g) => match g.validate_delete() {
@@ -266,6 +310,29 @@ impl ShardState {
                     group: id.clone(),
                     value: None,
                 });
+            }
+        }
+        for (id, g) in &self.consumer_groups {
+            // Offsets of a consumer group count from their commit; the ones of topics the
+            // group consumes never expire.
+            let mut all = true;
+            if let Some(offsets) = self.offsets.group(id) {
+                for (t, parts) in offsets {
+                    if g.is_subscribed_to_topic(t) {
+                        all = false;
+                        continue;
+                    }
+                    for (p, o) in parts {
+                        if o.is_expired(ExpiryBase::CommitTimestamp, now, retention) {
+                            records.push(offset_tombstone(id, t, *p));
+                        } else {
+                            all = false;
+                        }
+                    }
+                }
+            }
+            if all && g.is_empty() {
+                records.extend(g.tombstones());
             }
         }
         if records.is_empty() {

@@ -17,13 +17,17 @@
 //! - [`offsets`]: the committed offsets; [`timers`]: session, join and sync deadlines.
 //! - [`log`]: writing records to the partition and loading a shard from it.
 //! - [`shard`]: a loaded partition, its lock and its background task.
+//! - [`consumer`]: KIP-848 consumer groups (ConsumerGroupHeartbeat, ConsumerGroupDescribe).
+//! - [`lag`]: consumer lag from committed offsets and high watermarks.
 //! - [`coordinator`]: leadership tracking, shard routing and the topic's creation.
 
 pub mod admin;
 pub mod classic;
 pub mod codes;
 pub mod commits;
+pub mod consumer;
 pub mod coordinator;
+pub mod lag;
 pub mod log;
 pub mod member;
 pub mod offsets;
@@ -72,6 +76,17 @@ pub struct GroupCoordinatorConfig {
     pub max_session_timeout_ms: i32,
     /// `group.max.size`.
     pub max_size: usize,
+    /// `group.consumer.session.timeout.ms`: how long a consumer group member may go without a
+    /// heartbeat.
+    pub consumer_session_timeout_ms: i32,
+    /// `group.consumer.heartbeat.interval.ms`: the interval consumer group members are told to
+    /// heartbeat at.
+    pub consumer_heartbeat_interval_ms: i32,
+    /// `group.consumer.max.size`.
+    pub consumer_max_size: usize,
+    /// `group.consumer.assignors`: the server assignors members may name; the first is the
+    /// default.
+    pub consumer_assignors: Vec<String>,
 }
 
 impl Default for GroupCoordinatorConfig {
@@ -89,6 +104,10 @@ impl Default for GroupCoordinatorConfig {
             min_session_timeout_ms: 6000,
             max_session_timeout_ms: 1_800_000,
             max_size: i32::MAX as usize,
+            consumer_session_timeout_ms: 45_000,
+            consumer_heartbeat_interval_ms: 5_000,
+            consumer_max_size: i32::MAX as usize,
+            consumer_assignors: vec!["uniform".into(), "range".into()],
         }
     }
 }

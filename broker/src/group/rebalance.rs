@@ -65,6 +65,23 @@ fn send_join(tx: oneshot::Sender<JoinResult>, r: JoinResult) {
 impl ShardState {
     /// JoinGroup. The answer arrives on `tx`, at once or when the join phase ends.
     pub fn join(&mut self, req: JoinRequest, tx: oneshot::Sender<JoinResult>) {
+        if let Some(cg) = self.consumer_groups.get(&req.group_id) {
+            // Classic members cannot join a KIP-848 group that has members (no mixed groups);
+            // an empty one gives way to a classic group, as in Kafka.
+            if !cg.is_empty() {
+                tracing::info!(group = %req.group_id, "a classic member tried to join a consumer group");
+                send_join(
+                    tx,
+                    JoinResult::error(&req.member_id, codes::INCONSISTENT_GROUP_PROTOCOL),
+                );
+                return;
+            }
+            let records = cg.tombstones();
+            if let Err(code) = self.write_and_replay(&records) {
+                send_join(tx, JoinResult::error(&req.member_id, code));
+                return;
+            }
+        }
         let is_unknown = req.member_id.is_empty();
         let is_new_group = !self.groups.contains_key(&req.group_id);
         if is_new_group && !is_unknown {

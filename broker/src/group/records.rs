@@ -2,8 +2,9 @@
 //! example `kafka-console-consumer --formatter OffsetsMessageFormatter`) can read the topic.
 //!
 //! A record key is an `int16` version followed by the key struct; the version says which kind
-//! of record it is (0 and 1: an offset commit; 2: group metadata; 3 and up: KIP-848 and share
-//! group records, which Fjord does not write and skips when it reads them). A value is an
+//! of record it is (0 and 1: an offset commit; 2: group metadata; 3 to 8: KIP-848 consumer
+//! group records, see [`crate::group::consumer::records`]; other kinds, such as share group
+//! records, are skipped when read). A value is an
 //! `int16` version followed by the value struct; a null value is a tombstone. Versions written
 //! are the ones Kafka 4.x writes: OffsetCommitKey v1, OffsetCommitValue v3 (v1 when the commit
 //! carries an expiry time), GroupMetadataKey v2, GroupMetadataValue v3. Every version Kafka
@@ -13,6 +14,8 @@
 //! anything is allocated.
 
 use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::group::consumer::records::ConsumerRecord;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
@@ -35,7 +38,8 @@ pub enum RecordKey {
     GroupMetadata {
         group: String,
     },
-    /// A record kind Fjord does not use (KIP-848 or share group records), by key version.
+    /// A record kind Fjord does not use (share and streams group records, regular
+    /// expressions), or a consumer group record (decoded by `ConsumerRecord`), by key version.
     Other(i16),
 }
 
@@ -92,6 +96,8 @@ pub enum CoordinatorRecord {
         /// `None`: a tombstone (the group was deleted).
         value: Option<GroupMetadataValue>,
     },
+    /// A KIP-848 consumer group record.
+    Consumer(ConsumerRecord),
 }
 
 impl CoordinatorRecord {
@@ -117,6 +123,7 @@ impl CoordinatorRecord {
                 put_string(&mut k, group);
                 (k.freeze(), value.as_ref().map(encode_group_metadata_value))
             }
+            CoordinatorRecord::Consumer(r) => r.encode(),
         }
     }
 
@@ -125,6 +132,9 @@ impl CoordinatorRecord {
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<Option<CoordinatorRecord>, RecordError> {
+        if let Some(r) = ConsumerRecord::decode(key, value)? {
+            return Ok(Some(CoordinatorRecord::Consumer(r)));
+        }
         match decode_key(key)? {
             RecordKey::OffsetCommit {
                 group,
@@ -145,7 +155,7 @@ impl CoordinatorRecord {
     }
 }
 
-fn put_string(out: &mut BytesMut, s: &str) {
+pub(crate) fn put_string(out: &mut BytesMut, s: &str) {
     // Callers pass group ids, topic names and client strings, which Kafka caps at i16::MAX;
     // longer text is cut at a character boundary rather than written with a wrong length.
     let s = truncate_utf8(s, i16::MAX as usize);
@@ -165,7 +175,7 @@ fn put_bytes(out: &mut BytesMut, b: &[u8]) {
     out.put_slice(b);
 }
 
-fn truncate_utf8(s: &str, max: usize) -> &str {
+pub(crate) fn truncate_utf8(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }
@@ -218,21 +228,21 @@ fn encode_group_metadata_value(v: &GroupMetadataValue) -> Bytes {
 }
 
 /// A bounded reader over Kafka's primitive types, classic and flexible (compact) encodings.
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
         Reader { buf, at: 0 }
     }
 
-    fn remaining(&self) -> usize {
+    pub(crate) fn remaining(&self) -> usize {
         self.buf.len() - self.at
     }
 
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], RecordError> {
+    pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], RecordError> {
         if n > self.remaining() {
             return Err(RecordError::Truncated(what));
         }
@@ -241,24 +251,35 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn i16(&mut self, what: &'static str) -> Result<i16, RecordError> {
+    pub(crate) fn i8(&mut self, what: &'static str) -> Result<i8, RecordError> {
+        Ok(self.take(1, what)?[0] as i8)
+    }
+
+    pub(crate) fn uuid(&mut self, what: &'static str) -> Result<uuid::Uuid, RecordError> {
+        let b = self.take(16, what)?;
+        let mut a = [0u8; 16];
+        a.copy_from_slice(b);
+        Ok(uuid::Uuid::from_bytes(a))
+    }
+
+    pub(crate) fn i16(&mut self, what: &'static str) -> Result<i16, RecordError> {
         let b = self.take(2, what)?;
         Ok(i16::from_be_bytes([b[0], b[1]]))
     }
 
-    fn i32(&mut self, what: &'static str) -> Result<i32, RecordError> {
+    pub(crate) fn i32(&mut self, what: &'static str) -> Result<i32, RecordError> {
         let b = self.take(4, what)?;
         Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    fn i64(&mut self, what: &'static str) -> Result<i64, RecordError> {
+    pub(crate) fn i64(&mut self, what: &'static str) -> Result<i64, RecordError> {
         let b = self.take(8, what)?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Ok(i64::from_be_bytes(a))
     }
 
-    fn uvarint(&mut self, what: &'static str) -> Result<u64, RecordError> {
+    pub(crate) fn uvarint(&mut self, what: &'static str) -> Result<u64, RecordError> {
         let mut v = 0u64;
         for i in 0..10 {
             let b = self.take(1, what)?[0];
@@ -270,7 +291,7 @@ impl<'a> Reader<'a> {
         Err(RecordError::Invalid(what))
     }
 
-    fn utf8(&mut self, n: usize, what: &'static str) -> Result<String, RecordError> {
+    pub(crate) fn utf8(&mut self, n: usize, what: &'static str) -> Result<String, RecordError> {
         let b = self.take(n, what)?;
         std::str::from_utf8(b)
             .map(str::to_string)
@@ -278,7 +299,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A string; `flexible` selects the compact encoding.
-    fn nullable_string(
+    pub(crate) fn nullable_string(
         &mut self,
         flexible: bool,
         what: &'static str,
@@ -294,12 +315,20 @@ impl<'a> Reader<'a> {
         self.utf8(len as usize, what).map(Some)
     }
 
-    fn string(&mut self, flexible: bool, what: &'static str) -> Result<String, RecordError> {
+    pub(crate) fn string(
+        &mut self,
+        flexible: bool,
+        what: &'static str,
+    ) -> Result<String, RecordError> {
         self.nullable_string(flexible, what)?
             .ok_or(RecordError::Invalid(what))
     }
 
-    fn bytes(&mut self, flexible: bool, what: &'static str) -> Result<Bytes, RecordError> {
+    pub(crate) fn bytes(
+        &mut self,
+        flexible: bool,
+        what: &'static str,
+    ) -> Result<Bytes, RecordError> {
         let len: i64 = if flexible {
             self.uvarint(what)? as i64 - 1
         } else {
@@ -311,7 +340,7 @@ impl<'a> Reader<'a> {
         Ok(Bytes::copy_from_slice(self.take(len as usize, what)?))
     }
 
-    fn array_len(
+    pub(crate) fn array_len(
         &mut self,
         flexible: bool,
         min_item: usize,
@@ -333,7 +362,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Skips a flexible struct's tagged fields.
-    fn skip_tagged_fields(&mut self) -> Result<(), RecordError> {
+    pub(crate) fn skip_tagged_fields(&mut self) -> Result<(), RecordError> {
         let count = self.uvarint("tagged fields")?;
         for _ in 0..count {
             self.uvarint("tag")?;
@@ -483,9 +512,47 @@ pub fn subscription_topics(subscription: &[u8]) -> Option<Vec<String>> {
     Some(topics)
 }
 
+/// The partitions of a consumer protocol assignment (ConsumerProtocolAssignment): every version
+/// starts with the version and the topic partitions. `None` if the bytes are not an assignment.
+pub fn assignment_partitions(assignment: &[u8]) -> Option<Vec<(String, Vec<i32>)>> {
+    let mut r = Reader::new(assignment);
+    let _version = r.i16("assignment version").ok()?;
+    // The smallest topic: an empty name and an empty partition list.
+    let count = r.array_len(false, 6, "topics").ok()?;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let topic = r.string(false, "topic").ok()?;
+        let n = r.array_len(false, 4, "partitions").ok()?;
+        let mut parts = Vec::with_capacity(n);
+        for _ in 0..n {
+            parts.push(r.i32("partition").ok()?);
+        }
+        out.push((topic, parts));
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn assignment_partitions_reads_the_consumer_protocol_prefix() {
+        let mut s = BytesMut::new();
+        s.put_i16(1);
+        s.put_i32(1);
+        put_string(&mut s, "t");
+        s.put_i32(2);
+        s.put_i32(0);
+        s.put_i32(3);
+        s.put_i32(-1); // user data
+        assert_eq!(
+            assignment_partitions(&s),
+            Some(vec![("t".to_string(), vec![0, 3])])
+        );
+        assert_eq!(assignment_partitions(&[0, 1, 0x7f, 0xff, 0xff, 0xff]), None);
+        assert_eq!(assignment_partitions(&[]), None);
+    }
 
     #[test]
     fn offset_commit_round_trips_in_kafkas_layout() {
@@ -594,9 +661,9 @@ mod tests {
         assert_eq!(got.leader_epoch, 2);
         assert_eq!(got.metadata, "hi");
         assert_eq!(got.commit_timestamp, 77);
-        // A KIP-848 record (key version 3) is skipped, not an error.
+        // A share group record (key version 10) is skipped, not an error.
         assert_eq!(
-            CoordinatorRecord::decode(&[0, 3, 0, 1, b'g'], Some(b"whatever")).unwrap(),
+            CoordinatorRecord::decode(&[0, 10, 0, 1, b'g'], Some(b"whatever")).unwrap(),
             None
         );
     }

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::group::classic::{ClassicGroup, GroupState};
 use crate::group::codes;
+use crate::group::consumer::group::ConsumerGroup;
 use crate::group::member::{JoinResult, SyncResult};
 use crate::group::offsets::{OffsetAndMetadata, OffsetStore};
 use crate::group::records::CoordinatorRecord;
@@ -109,7 +110,10 @@ impl Env {
 }
 
 pub struct ShardState {
+    /// Classic groups (and "simple" groups that only commit offsets).
     pub groups: HashMap<String, ClassicGroup>,
+    /// KIP-848 consumer groups. A group id is in at most one of the two maps.
+    pub consumer_groups: HashMap<String, ConsumerGroup>,
     pub offsets: OffsetStore,
     pub env: Env,
 }
@@ -118,6 +122,7 @@ impl ShardState {
     pub fn new(config: Arc<GroupCoordinatorConfig>, log: Box<dyn RecordLog>) -> ShardState {
         ShardState {
             groups: HashMap::new(),
+            consumer_groups: HashMap::new(),
             offsets: OffsetStore::default(),
             env: Env {
                 timers: Timers::default(),
@@ -141,7 +146,7 @@ impl ShardState {
             } => {
                 // Offsets committed without group membership belong to a "simple" group: an
                 // empty classic group without a protocol type.
-                if !self.groups.contains_key(group) {
+                if !self.groups.contains_key(group) && !self.consumer_groups.contains_key(group) {
                     self.groups
                         .insert(group.clone(), ClassicGroup::new(group, now_ms()));
                 }
@@ -170,9 +175,10 @@ impl ShardState {
             CoordinatorRecord::GroupMetadata { group, value: None } => {
                 if let Some(mut g) = self.groups.remove(group) {
                     g.transition(GroupState::Dead, now_ms());
+                    self.env.timers.cancel_group(group);
                 }
-                self.env.timers.cancel_group(group);
             }
+            CoordinatorRecord::Consumer(r) => self.replay_consumer(r),
         }
     }
 
@@ -193,6 +199,7 @@ impl ShardState {
             interval,
             TimerAction::ExpireOffsets,
         );
+        self.schedule_loaded_consumer_members();
         self.settle();
     }
 
@@ -211,6 +218,7 @@ impl ShardState {
             }
         }
         self.groups.clear();
+        self.consumer_groups.clear();
         self.offsets = OffsetStore::default();
         self.env.timers = Timers::default();
         for d in std::mem::take(&mut self.env.deferred) {
@@ -293,6 +301,20 @@ impl ShardState {
                     TimerKey::OffsetsExpiry,
                     interval,
                     TimerAction::ExpireOffsets,
+                );
+            }
+            (TimerKey::ConsumerSession { group, member }, TimerAction::FenceConsumerMember) => {
+                self.fence_consumer_member(&group, &member, None, "its session expired");
+            }
+            (
+                TimerKey::ConsumerRevocation { group, member },
+                TimerAction::ExpireRevocation { epoch },
+            ) => {
+                self.fence_consumer_member(
+                    &group,
+                    &member,
+                    Some(epoch),
+                    "it did not revoke its partitions within its rebalance timeout",
                 );
             }
             (key, action) => {

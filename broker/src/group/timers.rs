@@ -16,6 +16,10 @@ pub enum TimerKey {
     Sync { group: String },
     /// The periodic removal of expired offsets.
     OffsetsExpiry,
+    /// A consumer group member's session.
+    ConsumerSession { group: String, member: String },
+    /// How long a consumer group member may take to revoke partitions.
+    ConsumerRevocation { group: String, member: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +35,12 @@ pub enum TimerAction {
         generation: i32,
     },
     ExpireOffsets,
+    /// Removes a consumer group member whose session ended.
+    FenceConsumerMember,
+    /// Removes a consumer group member still in `epoch` (it did not revoke in time).
+    ExpireRevocation {
+        epoch: i32,
+    },
 }
 
 #[derive(Default)]
@@ -98,7 +108,9 @@ impl Timers {
             .filter(|k| match k {
                 TimerKey::Heartbeat { group: g, .. }
                 | TimerKey::Join { group: g }
-                | TimerKey::Sync { group: g } => g == group,
+                | TimerKey::Sync { group: g }
+                | TimerKey::ConsumerSession { group: g, .. }
+                | TimerKey::ConsumerRevocation { group: g, .. } => g == group,
                 TimerKey::OffsetsExpiry => false,
             })
             .cloned()

@@ -48,7 +48,7 @@ const SYNC_PARK_LIMIT: Duration = Duration::from_secs(30 * 60);
 
 /// `Authorized operations` of a group without an authorizer: READ, DELETE and DESCRIBE
 /// (ACL operation codes 3, 6 and 8), as Kafka reports them.
-const GROUP_AUTHORIZED_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+pub(crate) const GROUP_AUTHORIZED_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 
 fn opt(s: &Option<StrBytes>) -> Option<String> {
     s.as_ref().map(|s| s.as_str().to_string())

@@ -2,6 +2,7 @@
 
 pub mod api_versions;
 pub mod configs;
+pub mod consumer_groups;
 pub mod delete_records;
 pub mod describe_topic_partitions;
 pub mod fetch;

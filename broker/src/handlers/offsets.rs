@@ -169,8 +169,10 @@ pub fn handle_offset_fetch(
     req: OffsetFetchRequest,
 ) -> Reply {
     let version = ctx.version();
-    // Version 8 batches groups; earlier versions name one.
-    let wanted: Vec<(String, Option<TopicPartitions>)> = if version >= 8 {
+    // Version 8 batches groups; earlier versions name one. Version 9 names the member asking
+    // (KIP-848 consumer groups check its epoch).
+    type Wanted = (String, Option<TopicPartitions>, Option<String>, i32);
+    let wanted: Vec<Wanted> = if version >= 8 {
         req.groups
             .iter()
             .map(|g| {
@@ -179,7 +181,20 @@ pub fn handle_offset_fetch(
                         .map(|t| (t.name.as_str().to_string(), t.partition_indexes.clone()))
                         .collect()
                 });
-                (g.group_id.as_str().to_string(), topics)
+                let (member_id, member_epoch) = if version >= 9 {
+                    (
+                        g.member_id.as_ref().map(|m| m.as_str().to_string()),
+                        g.member_epoch,
+                    )
+                } else {
+                    (None, -1)
+                };
+                (
+                    g.group_id.as_str().to_string(),
+                    topics,
+                    member_id,
+                    member_epoch,
+                )
             })
             .collect()
     } else {
@@ -188,16 +203,22 @@ pub fn handle_offset_fetch(
                 .map(|t| (t.name.as_str().to_string(), t.partition_indexes.clone()))
                 .collect()
         });
-        vec![(req.group_id.as_str().to_string(), topics)]
+        vec![(req.group_id.as_str().to_string(), topics, None, -1)]
     };
     let image = broker.image();
     let results: Vec<GroupOffsets> = wanted
         .into_iter()
-        .map(|(group_id, topics)| {
+        .map(|(group_id, topics, member_id, member_epoch)| {
             let r = broker
                 .groups
                 .shard_for(&group_id, &image)
-                .and_then(|s| s.read(|st| st.fetch_offsets(&group_id, topics.as_deref())));
+                .and_then(|s| {
+                    s.read(|st| {
+                        st.validate_offset_fetch(&group_id, member_id.as_deref(), member_epoch)
+                            .map(|()| st.fetch_offsets(&group_id, topics.as_deref()))
+                    })
+                })
+                .and_then(|r| r);
             match r {
                 Ok(topics) => GroupOffsets {
                     group_id,
