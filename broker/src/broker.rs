@@ -28,6 +28,8 @@ pub struct Broker {
     pub groups: Arc<crate::group::GroupCoordinator>,
     /// Producer ids for InitProducerId.
     pub producer_ids: crate::producer_ids::ProducerIdManager,
+    /// Incremental fetch sessions (KIP-227).
+    pub fetch_sessions: crate::fetch_session::FetchSessionCache,
     /// Images after they were applied to [`ReplicaManager`].
     images: watch::Receiver<Arc<MetadataImage>>,
     shutting_down: AtomicBool,
@@ -47,6 +49,7 @@ impl Broker {
             controller.clone(),
         );
         groups.start(images.clone());
+        let fetch_session_slots = config.fetch_session_cache_slots;
         Broker {
             node_id: config.node_id,
             config,
@@ -56,6 +59,7 @@ impl Broker {
             controller,
             groups,
             producer_ids: crate::producer_ids::ProducerIdManager::new(),
+            fetch_sessions: crate::fetch_session::FetchSessionCache::new(fetch_session_slots),
             images,
             shutting_down: AtomicBool::new(false),
         }

@@ -184,6 +184,12 @@ pub struct BrokerConfig {
     pub cleaner_enabled: bool,
     pub cleaner_backoff: Duration,
     pub recovery_threads: usize,
+    /// `producer.id.expiration.ms`
+    pub producer_id_expiration_ms: i64,
+    /// `max.incremental.fetch.session.cache.slots`
+    pub fetch_session_cache_slots: usize,
+    /// `producer.id.expiration.check.interval.ms`
+    pub producer_id_expiration_check_interval: Duration,
     /// The group coordinator's settings (`offsets.*`, `group.*`).
     pub group_coordinator: crate::group::GroupCoordinatorConfig,
     /// Broker-level defaults for topic configs, by *topic* config name (e.g. `retention.ms`
@@ -366,6 +372,13 @@ impl BrokerConfig {
             cleaner_enabled: boolean("log.cleaner.enable", true)?,
             cleaner_backoff: ms("log.cleaner.backoff.ms", 15_000)?,
             recovery_threads: int("num.recovery.threads.per.data.dir", 2, 1)? as usize,
+            producer_id_expiration_ms: int("producer.id.expiration.ms", 86_400_000, 1)?,
+            fetch_session_cache_slots: int("max.incremental.fetch.session.cache.slots", 1000, 0)?
+                as usize,
+            producer_id_expiration_check_interval: ms(
+                "producer.id.expiration.check.interval.ms",
+                600_000,
+            )?,
             group_coordinator: group_coordinator_config(&int)?,
             topic_defaults,
             raw: props,

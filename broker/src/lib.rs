@@ -11,6 +11,7 @@ pub mod broker;
 pub mod codes;
 pub mod config;
 pub mod dispatch;
+pub mod fetch_session;
 pub mod group;
 pub mod handlers;
 pub mod node;

@@ -131,6 +131,8 @@ impl Node {
             cleaner_enabled: config.cleaner_enabled,
             cleaner_backoff: config.cleaner_backoff,
             recovery_threads: config.recovery_threads,
+            producer_id_expiration_ms: config.producer_id_expiration_ms,
+            producer_id_expiration_check_interval: config.producer_id_expiration_check_interval,
             ..ManagerConfig::default()
         };
         let logs = tokio::task::spawn_blocking(move || {

@@ -29,6 +29,9 @@ const PARTITION_METADATA: &str = "partition.metadata";
 #[derive(Clone, Debug, PartialEq)]
 pub struct TopicSettings {
     pub min_insync_replicas: usize,
+    /// Appends may fsync (a finite `flush.messages`) or recompress (`compression.type` other
+    /// than `producer`): work that should not hold an async worker thread.
+    pub appends_may_block: bool,
     /// Every effective config of the topic (defaults resolved), by topic config name.
     pub effective: BTreeMap<String, String>,
 }
@@ -130,10 +133,18 @@ impl ReplicaManager {
                 .and_then(|v| v.trim().parse::<usize>().ok())
                 .unwrap_or(1)
                 .max(1);
+            let flushes = effective
+                .get("flush.messages")
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .is_some_and(|n| n < i64::MAX);
+            let recompresses = effective
+                .get("compression.type")
+                .is_some_and(|c| c.trim() != "producer");
             new_settings.insert(
                 topic.name.clone(),
                 Arc::new(TopicSettings {
                     min_insync_replicas,
+                    appends_may_block: flushes || recompresses,
                     effective,
                 }),
             );

@@ -52,6 +52,15 @@ pub fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
+/// Topics Kafka treats as internal (`Topic.isInternal`): clients neither produce to them nor
+/// delete their records, and Metadata flags them.
+pub fn is_internal_topic(topic: &str) -> bool {
+    matches!(
+        topic,
+        "__consumer_offsets" | "__transaction_state" | "__share_group_state"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,11 +79,3 @@ mod tests {
     }
 }
 
-/// Topics Kafka treats as internal (`Topic.isInternal`): clients neither produce to them nor
-/// delete their records, and Metadata flags them.
-pub fn is_internal_topic(topic: &str) -> bool {
-    matches!(
-        topic,
-        "__consumer_offsets" | "__transaction_state" | "__share_group_state"
-    )
-}

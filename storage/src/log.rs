@@ -804,6 +804,14 @@ impl Log {
         Ok(s.log_start_offset)
     }
 
+    /// Forget idle producers (see `ProducerStateManager::remove_expired`); returns how many.
+    pub fn remove_expired_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.state
+            .write()
+            .producers
+            .remove_expired(now_ms, expiration_ms)
+    }
+
     /// Apply `retention.ms`, `retention.bytes` and the log start offset: delete closed segments
     /// oldest first (rolling first if the active one has expired too). Returns how many
     /// segments were deleted.

@@ -51,6 +51,10 @@ pub struct ManagerConfig {
     pub cleaner_max_map_entries: usize,
     /// `num.recovery.threads.per.data.dir`
     pub recovery_threads: usize,
+    /// `producer.id.expiration.ms`: idle producers' state is dropped after this long.
+    pub producer_id_expiration_ms: i64,
+    /// `producer.id.expiration.check.interval.ms`
+    pub producer_id_expiration_check_interval: Duration,
 }
 
 impl Default for ManagerConfig {
@@ -65,6 +69,8 @@ impl Default for ManagerConfig {
             cleaner_backoff: Duration::from_secs(15),
             cleaner_max_map_entries: 4_000_000,
             recovery_threads: 2,
+            producer_id_expiration_ms: 24 * 60 * 60 * 1000,
+            producer_id_expiration_check_interval: Duration::from_secs(600),
         }
     }
 }
@@ -441,8 +447,10 @@ impl Inner {
             .config
             .flush_check_interval
             .min(self.config.retention_check_interval)
-            .min(self.config.checkpoint_interval);
+            .min(self.config.checkpoint_interval)
+            .min(self.config.producer_id_expiration_check_interval);
         let (mut last_retention, mut last_checkpoint) = (Instant::now(), Instant::now());
+        let mut last_expiry = Instant::now();
         while !self.sleep(tick) {
             let now = now_ms();
             for (log, _) in self.entries() {
@@ -454,6 +462,10 @@ impl Inner {
                 self.retention_pass();
                 last_retention = Instant::now();
             }
+            if last_expiry.elapsed() >= self.config.producer_id_expiration_check_interval {
+                self.expire_producers(now);
+                last_expiry = Instant::now();
+            }
             if last_checkpoint.elapsed() >= self.config.checkpoint_interval {
                 if let Err(e) = self.write_checkpoints() {
                     tracing::error!(error = %e, "writing checkpoints failed");
@@ -461,6 +473,17 @@ impl Inner {
                 last_checkpoint = Instant::now();
             }
         }
+    }
+
+    fn expire_producers(&self, now: i64) -> usize {
+        let mut removed = 0;
+        for (log, _) in self.entries() {
+            removed += log.remove_expired_producers(now, self.config.producer_id_expiration_ms);
+        }
+        if removed > 0 {
+            tracing::debug!(removed, "expired idle producer ids");
+        }
+        removed
     }
 
     fn retention_pass(&self) -> usize {

@@ -29,8 +29,9 @@
 //! retained batch, oldest first, so all five survive a restart. Kafka reading such a file keeps
 //! the last entry per producer, which is exactly the entry Kafka itself would have written.
 //!
-//! Not implemented yet: expiry of idle producers (`producer.id.expiration.ms`, Kafka default
-//! 24 h); state is kept until its data is deleted or truncated away.
+//! Idle producers expire as in Kafka: a producer whose last batch's timestamp is at least
+//! `producer.id.expiration.ms` (default 24 h) old is forgotten by the periodic check
+//! ([`ProducerStateManager::remove_expired`]); its next batch must then start a new sequence.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fs;
@@ -223,6 +224,15 @@ impl ProducerStateManager {
 
     pub fn producer_count(&self) -> usize {
         self.producers.len()
+    }
+
+    /// Forgets producers whose last batch is `expiration_ms` or more older than `now_ms`
+    /// (Kafka's `isProducerExpired`; no transactions are open in Fjord yet). Returns how many.
+    pub fn remove_expired(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers
+            .retain(|_, p| now_ms.saturating_sub(p.last_timestamp) < expiration_ms);
+        before - self.producers.len()
     }
 
     pub fn snapshot_offsets(&self) -> Vec<i64> {
@@ -694,6 +704,20 @@ mod tests {
             matches!(stale, Err(StorageError::InvalidProducerEpoch(_))),
             "{stale:?}"
         );
+    }
+
+    #[test]
+    fn idle_producers_expire_and_lose_their_duplicate_protection() {
+        let (_d, mut m) = manager();
+        // Batch timestamps are 1_000.. (see `header`).
+        accepted(append(&mut m, header(5, 0, 0, 1, 0)));
+        accepted(append(&mut m, header(6, 0, 0, 1, 1)));
+        assert_eq!(m.remove_expired(1_000 + 999, 1_000), 0);
+        assert_eq!(duplicate_of(append(&mut m, header(5, 0, 0, 1, 2))), (0, 0));
+        assert_eq!(m.remove_expired(1_000 + 1_000, 1_000), 2);
+        assert_eq!(m.producer_count(), 0);
+        // Forgotten: the same batch is new again.
+        accepted(append(&mut m, header(5, 0, 0, 1, 2)));
     }
 
     #[test]

@@ -7,10 +7,9 @@
 //! makes progress (Kafka's rule). Consumers read up to the high watermark; the last stable
 //! offset equals it until transactions exist.
 //!
-//! Not yet: incremental fetch sessions (KIP-227). Every request is served as a full fetch and
-//! answered with session id 0, which tells clients that no session was created, so they keep
-//! sending full requests; a request naming a session gets FETCH_SESSION_ID_NOT_FOUND. Follower
-//! fetches arrive with replication.
+//! Incremental fetch sessions (KIP-227) follow `crate::fetch_session`: a session's requests
+//! list only changed partitions, and its responses only partitions with something new.
+//! Follower fetches arrive with replication.
 
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -22,14 +21,19 @@ use bytes::Bytes;
 use fjord_protocol::kafka_protocol::messages::fetch_response::{
     FetchableTopicResponse, PartitionData,
 };
-use fjord_protocol::kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind};
+use fjord_protocol::kafka_protocol::messages::{
+    FetchRequest, FetchResponse, ResponseKind, TopicName,
+};
 use fjord_storage::StorageError;
 use tokio::sync::futures::Notified;
+use uuid::Uuid;
 
 use crate::broker::Broker;
 use crate::codes;
 use crate::dispatch::{Reply, RequestContext};
+use crate::fetch_session::{Answered, CachedPartition, FetchContext, SessionError, TopicKey};
 use crate::partition::{Partition, PartitionError};
+use crate::util::str_bytes;
 
 /// Upper bound on one long poll, whatever the client asks.
 const MAX_WAIT: Duration = Duration::from_secs(300);
@@ -40,7 +44,7 @@ pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: FetchRequest) -> R
 }
 
 struct Wanted {
-    topic: usize,
+    key: TopicKey,
     partition_index: i32,
     fetch_offset: i64,
     max_bytes: i32,
@@ -48,52 +52,104 @@ struct Wanted {
     target: Result<Arc<Partition>, i16>,
 }
 
+fn topic_key(uses_ids: bool, name: &TopicName, id: Uuid) -> TopicKey {
+    if uses_ids {
+        TopicKey::Id(id)
+    } else {
+        TopicKey::Name(name.as_str().to_string())
+    }
+}
+
+fn session_error_code(e: SessionError) -> i16 {
+    match e {
+        SessionError::NotFound => codes::FETCH_SESSION_ID_NOT_FOUND,
+        SessionError::InvalidEpoch => codes::INVALID_FETCH_SESSION_EPOCH,
+        SessionError::TopicIdMismatch => codes::FETCH_SESSION_TOPIC_ID_ERROR,
+    }
+}
+
 async fn fetch(broker: &Broker, ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
     let version = ctx.version();
-    if version >= 7 && req.session_id != 0 {
-        return FetchResponse::default().with_error_code(codes::FETCH_SESSION_ID_NOT_FOUND);
-    }
+    let uses_ids = version >= 13;
     let replica_id = if version >= 15 {
         req.replica_state.replica_id.0
     } else {
         req.replica_id.0
     };
+    let requested: Vec<CachedPartition> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            let key = topic_key(uses_ids, &t.topic, t.topic_id);
+            t.partitions.iter().map(move |p| {
+                CachedPartition::new(
+                    key.clone(),
+                    p.partition,
+                    p.fetch_offset,
+                    p.partition_max_bytes,
+                    p.current_leader_epoch,
+                )
+            })
+        })
+        .collect();
+    // Sessions arrived with v7.
+    let context = if version >= 7 {
+        let forgotten: Vec<(TopicKey, i32)> = req
+            .forgotten_topics_data
+            .iter()
+            .flat_map(|t| {
+                let key = topic_key(uses_ids, &t.topic, t.topic_id);
+                t.partitions.iter().map(move |p| (key.clone(), *p))
+            })
+            .collect();
+        match broker.fetch_sessions.begin(
+            req.session_id,
+            req.session_epoch,
+            uses_ids,
+            requested.clone(),
+            &forgotten,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                return FetchResponse::default().with_error_code(session_error_code(e));
+            }
+        }
+    } else {
+        FetchContext::Sessionless
+    };
+    let to_read = match &context {
+        FetchContext::Incremental { partitions, .. } => partitions.clone(),
+        _ => requested,
+    };
     let image = broker.image();
-    let mut heads: Vec<FetchableTopicResponse> = Vec::with_capacity(req.topics.len());
-    let mut wanted = Vec::new();
-    for (ti, topic) in req.topics.iter().enumerate() {
-        let name = if version >= 13 {
-            image.topic_by_id(&topic.topic_id).map(|t| t.name.clone())
-        } else {
-            Some(topic.topic.as_str().to_string())
-        };
-        heads.push(if version >= 13 {
-            FetchableTopicResponse::default().with_topic_id(topic.topic_id)
-        } else {
-            FetchableTopicResponse::default().with_topic(topic.topic.clone())
-        });
-        for p in &topic.partitions {
+    let wanted: Vec<Wanted> = to_read
+        .iter()
+        .map(|c| {
+            let name = match &c.topic {
+                TopicKey::Name(n) => Some(n.clone()),
+                TopicKey::Id(id) => image.topic_by_id(id).map(|t| t.name.clone()),
+            };
             let target = match &name {
                 None => Err(codes::UNKNOWN_TOPIC_ID),
                 Some(_) if replica_id >= 0 => Err(codes::NOT_LEADER_OR_FOLLOWER),
-                Some(n) => broker.replicas.get(n, p.partition).ok_or_else(|| {
-                    if image.partition(n, p.partition).is_some() {
+                Some(n) => broker.replicas.get(n, c.partition).ok_or_else(|| {
+                    if image.partition(n, c.partition).is_some() {
                         codes::NOT_LEADER_OR_FOLLOWER
                     } else {
                         codes::UNKNOWN_TOPIC_OR_PARTITION
                     }
                 }),
             };
-            wanted.push(Wanted {
-                topic: ti,
-                partition_index: p.partition,
-                fetch_offset: p.fetch_offset,
-                max_bytes: p.partition_max_bytes,
-                current_leader_epoch: p.current_leader_epoch,
+            Wanted {
+                key: c.topic.clone(),
+                partition_index: c.partition,
+                fetch_offset: c.fetch_offset,
+                max_bytes: c.max_bytes,
+                current_leader_epoch: c.current_leader_epoch,
                 target,
-            });
-        }
-    }
+            }
+        })
+        .collect();
     let read_committed = version >= 4 && req.isolation_level == 1;
     let max_bytes = if version >= 3 {
         req.max_bytes.max(0) as usize
@@ -122,11 +178,7 @@ async fn fetch(broker: &Broker, ctx: &RequestContext, req: FetchRequest) -> Fetc
             || hosted.is_empty()
             || tokio::time::Instant::now() >= deadline;
         if done {
-            let mut topics = heads;
-            for (w, data) in wanted.iter().zip(parts) {
-                topics[w.topic].partitions.push(data);
-            }
-            return FetchResponse::default().with_responses(topics);
+            return respond(broker, &context, uses_ids, to_read, &wanted, parts);
         }
         let any = poll_fn(|cx| {
             for w in wakeups.iter_mut() {
@@ -141,6 +193,74 @@ async fn fetch(broker: &Broker, ctx: &RequestContext, req: FetchRequest) -> Fetc
             _ = tokio::time::sleep_until(deadline) => {}
         }
     }
+}
+
+/// Builds the response for `context`: every partition for full fetches (opening a session
+/// for epoch 0), the changed ones for incremental fetches.
+fn respond(
+    broker: &Broker,
+    context: &FetchContext,
+    uses_ids: bool,
+    read: Vec<CachedPartition>,
+    wanted: &[Wanted],
+    parts: Vec<PartitionData>,
+) -> FetchResponse {
+    let answered = |d: &PartitionData| Answered {
+        has_records: d.records.as_ref().is_some_and(|r| !r.is_empty()),
+        error: d.error_code != codes::NONE,
+        high_watermark: d.high_watermark,
+        last_stable_offset: d.last_stable_offset,
+        log_start_offset: d.log_start_offset,
+    };
+    let (session_id, include) = match context {
+        FetchContext::Sessionless => (0, vec![true; parts.len()]),
+        FetchContext::Full => {
+            let cached = read
+                .into_iter()
+                .zip(&parts)
+                .map(|(c, d)| (c, answered(d)))
+                .collect();
+            (
+                broker.fetch_sessions.create(uses_ids, cached),
+                vec![true; parts.len()],
+            )
+        }
+        FetchContext::Incremental { session_id, .. } => {
+            let answers: Vec<(TopicKey, i32, Answered)> = wanted
+                .iter()
+                .zip(&parts)
+                .map(|(w, d)| (w.key.clone(), w.partition_index, answered(d)))
+                .collect();
+            (
+                *session_id,
+                broker.fetch_sessions.finish(*session_id, &answers),
+            )
+        }
+    };
+    // One entry per topic, in the order topics first appear.
+    let mut topics: Vec<(TopicKey, FetchableTopicResponse)> = Vec::new();
+    for ((w, data), keep) in wanted.iter().zip(parts).zip(include) {
+        if !keep {
+            continue;
+        }
+        let at = match topics.iter().position(|(k, _)| *k == w.key) {
+            Some(i) => i,
+            None => {
+                let head = match &w.key {
+                    TopicKey::Id(id) => FetchableTopicResponse::default().with_topic_id(*id),
+                    TopicKey::Name(n) => {
+                        FetchableTopicResponse::default().with_topic(TopicName(str_bytes(n)))
+                    }
+                };
+                topics.push((w.key.clone(), head));
+                topics.len() - 1
+            }
+        };
+        topics[at].1.partitions.push(data);
+    }
+    FetchResponse::default()
+        .with_session_id(session_id)
+        .with_responses(topics.into_iter().map(|(_, t)| t).collect())
 }
 
 /// One pass over every partition: the data, total bytes, and whether any partition failed.

@@ -58,11 +58,57 @@ fn failed(index: i32, e: PartitionError) -> Outcome {
 
 pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) -> Reply {
     let acks = req.acks;
+    // Appends that may fsync or recompress run with the worker thread handed over to the
+    // runtime's other tasks, so connections sharing the thread keep being served. They stay
+    // synchronous so a connection's pipelined produces append in the order they were sent.
+    let mut topics = if may_block(broker, &ctx, &req) {
+        in_blocking_section(|| append_all(broker, &ctx, &req))
+    } else {
+        append_all(broker, &ctx, &req)
+    };
+    if acks == 0 {
+        return Reply::Now(None);
+    }
+    let needs_wait = topics
+        .iter()
+        .any(|(_, o)| o.iter().any(|o| o.wait.is_some()));
+    if !needs_wait {
+        return Reply::now(ResponseKind::Produce(assemble(topics)));
+    }
+    let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
+    Reply::later(async move {
+        for (_, outcomes) in topics.iter_mut() {
+            for o in outcomes.iter_mut() {
+                if let Some((partition, offset)) = o.wait.take()
+                    && !partition.wait_for_high_watermark(offset, timeout).await
+                {
+                    // Kafka answers REQUEST_TIMED_OUT when the ISR did not catch up in time
+                    // (or NOT_LEADER_OR_FOLLOWER if leadership moved meanwhile).
+                    let code = if partition.is_leader() {
+                        codes::REQUEST_TIMED_OUT
+                    } else {
+                        codes::NOT_LEADER_OR_FOLLOWER
+                    };
+                    o.response.error_code = code;
+                }
+            }
+        }
+        ResponseKind::Produce(assemble(topics))
+    })
+}
+
+/// Validates and appends every partition's records; the answers, plus what acks=-1 waits for.
+fn append_all(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: &ProduceRequest,
+) -> Vec<(TopicProduceResponse, Vec<Outcome>)> {
+    let acks = req.acks;
     let image = broker.image();
     // Kafka refuses transactional batches unless the request carries a transactional id the
     // client may use (KafkaApis: TRANSACTIONAL_ID_AUTHORIZATION_FAILED); transactions are not
     // served yet (InitProducerId refuses transactional ids), so any transactional write is.
-    let transactional = req.transactional_id.is_some() || has_transactional_batches(&req);
+    let transactional = req.transactional_id.is_some() || has_transactional_batches(req);
     let mut topics: Vec<(TopicProduceResponse, Vec<Outcome>)> =
         Vec::with_capacity(req.topic_data.len());
     for topic in &req.topic_data {
@@ -156,35 +202,30 @@ pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) ->
         };
         topics.push((head, outcomes));
     }
-    if acks == 0 {
-        return Reply::Now(None);
-    }
-    let needs_wait = topics
-        .iter()
-        .any(|(_, o)| o.iter().any(|o| o.wait.is_some()));
-    if !needs_wait {
-        return Reply::now(ResponseKind::Produce(assemble(topics)));
-    }
-    let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
-    Reply::later(async move {
-        for (_, outcomes) in topics.iter_mut() {
-            for o in outcomes.iter_mut() {
-                if let Some((partition, offset)) = o.wait.take()
-                    && !partition.wait_for_high_watermark(offset, timeout).await
-                {
-                    // Kafka answers REQUEST_TIMED_OUT when the ISR did not catch up in time
-                    // (or NOT_LEADER_OR_FOLLOWER if leadership moved meanwhile).
-                    let code = if partition.is_leader() {
-                        codes::REQUEST_TIMED_OUT
-                    } else {
-                        codes::NOT_LEADER_OR_FOLLOWER
-                    };
-                    o.response.error_code = code;
-                }
-            }
-        }
-        ResponseKind::Produce(assemble(topics))
+    topics
+}
+
+/// Whether any topic of the request has appends that may block (see `TopicSettings`).
+fn may_block(broker: &Broker, ctx: &RequestContext, req: &ProduceRequest) -> bool {
+    let image = broker.image();
+    req.topic_data.iter().any(|t| {
+        let name = if ctx.version() >= 13 {
+            image.topic_by_id(&t.topic_id).map(|t| t.name.clone())
+        } else {
+            Some(t.name.as_str().to_string())
+        };
+        name.and_then(|n| broker.replicas.topic_settings(&n))
+            .is_some_and(|s| s.appends_may_block)
     })
+}
+
+/// Runs `f` on this worker thread after handing the thread's other tasks to the runtime
+/// (`block_in_place`); a current-thread runtime (unit tests) just runs it.
+fn in_blocking_section<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 fn has_transactional_batches(req: &ProduceRequest) -> bool {
