@@ -31,6 +31,8 @@ pub fn print_table(t: &Table) {
     let text = t.to_string();
     let mut out = std::io::stdout().lock();
     for line in text.lines() {
+        // The preset pads every cell by one space; drop the one before the first column.
+        let line = line.strip_prefix(' ').unwrap_or(line);
         let _ = writeln!(out, "{}", line.trim_end());
     }
 }

@@ -173,7 +173,10 @@ async fn produce(ctx: &Ctx, a: ProduceArgs) -> Result<()> {
         *b = rng.gen_range(b'A'..=b'Z');
     }
     let plan = Arc::new(Plan {
-        batch_records: (a.batch_size / a.record_size.max(1)).clamp(1, 1_000_000),
+        // A record costs its value plus at most 16 bytes of framing at these sizes; the batch
+        // (not just the values) must stay under --batch-size, as brokers cap batches at
+        // max.message.bytes (1 MiB by default).
+        batch_records: (a.batch_size.saturating_sub(61) / (a.record_size + 16)).clamp(1, 1_000_000),
         topic,
         acks,
         compression,
@@ -290,7 +293,7 @@ async fn produce(ctx: &Ctx, a: ProduceArgs) -> Result<()> {
         "latency_ms": if acks == 0 || hist.is_empty() { Value::Null } else { latency_json(&hist) },
         "first_error": shared.first_error.lock().clone(),
     });
-    report(ctx, &summary, "produced");
+    report(ctx, &summary, "produced", "to");
     if errors > 0 {
         return Err(CliError::Other(format!(
             "{errors} records failed; first error: {}",
@@ -349,6 +352,7 @@ async fn worker(
         let shared = shared.clone();
         let plan = plan.clone();
         let pb = pb.clone();
+        let broker = conn.broker().to_string();
         tokio::spawn(async move {
             let mut hist = new_hist();
             let mut last = shared.start;
@@ -359,9 +363,10 @@ async fn worker(
                     Some(p) => match p.wait().await {
                         Ok(resp) => {
                             let mut ok = true;
-                            for (_, r) in producer::results(resp, &plan.topic.name, "") {
+                            for (_, r) in producer::results(resp, &plan.topic.name, &broker) {
                                 if let Err(e) = r {
                                     record_error(&shared, &e);
+                                    shared.stop.store(true, Ordering::Relaxed);
                                     ok = false;
                                 }
                             }
@@ -544,7 +549,7 @@ fn latency_json(h: &Histogram<u64>) -> Value {
     })
 }
 
-fn report(ctx: &Ctx, s: &Value, verb: &str) {
+fn report(ctx: &Ctx, s: &Value, verb: &str, prep: &str) {
     if ctx.json() {
         print_json(s);
         return;
@@ -575,7 +580,7 @@ fn report(ctx: &Ctx, s: &Value, verb: &str) {
         l("max"),
     ]);
     println!(
-        "{verb} {} records in {} s to '{}'{}",
+        "{verb} {} records in {} s {prep} '{}'{}",
         f("records"),
         f("elapsed_s"),
         f("topic"),
@@ -666,7 +671,7 @@ async fn consume(ctx: &Ctx, a: ConsumeArgs) -> Result<()> {
         "fetches": recent.len(),
         "latency_ms": if hist.is_empty() { Value::Null } else { latency_json(&hist) },
     });
-    report(ctx, &summary, "consumed");
+    report(ctx, &summary, "consumed", "from");
     if count < target {
         return Err(CliError::Other(format!(
             "read {count} of {target} records before {} ms without data",
