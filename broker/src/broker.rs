@@ -65,6 +65,11 @@ impl Broker {
         }
     }
 
+    /// A receiver of applied images, for tasks that follow them.
+    pub fn image_updates(&self) -> watch::Receiver<Arc<MetadataImage>> {
+        self.images.clone()
+    }
+
     /// The latest applied metadata image.
     pub fn image(&self) -> Arc<MetadataImage> {
         self.images.borrow().clone()

@@ -186,6 +186,10 @@ pub struct BrokerConfig {
     pub recovery_threads: usize,
     /// `producer.id.expiration.ms`
     pub producer_id_expiration_ms: i64,
+    /// Follower fetch settings (`replica.fetch.*`, `inter.broker.listener.name`).
+    pub replication: crate::replication::ReplicationConfig,
+    /// `replica.lag.time.max.ms`: an ISR member not caught up for this long is dropped.
+    pub replica_lag_time_max: Duration,
     /// `max.incremental.fetch.session.cache.slots`
     pub fetch_session_cache_slots: usize,
     /// `producer.id.expiration.check.interval.ms`
@@ -373,6 +377,22 @@ impl BrokerConfig {
             cleaner_backoff: ms("log.cleaner.backoff.ms", 15_000)?,
             recovery_threads: int("num.recovery.threads.per.data.dir", 2, 1)? as usize,
             producer_id_expiration_ms: int("producer.id.expiration.ms", 86_400_000, 1)?,
+            replication: crate::replication::ReplicationConfig {
+                listener: get("inter.broker.listener.name")
+                    .unwrap_or("PLAINTEXT")
+                    .to_string(),
+                wait_max: ms("replica.fetch.wait.max.ms", 500)?,
+                fetch_max_bytes: i32::try_from(int("replica.fetch.max.bytes", 1024 * 1024, 1)?)
+                    .map_err(|_| invalid("replica.fetch.max.bytes", "out of range"))?,
+                response_max_bytes: i32::try_from(int(
+                    "replica.fetch.response.max.bytes",
+                    10 * 1024 * 1024,
+                    1,
+                )?)
+                .map_err(|_| invalid("replica.fetch.response.max.bytes", "out of range"))?,
+                backoff: ms("replica.fetch.backoff.ms", 1000)?,
+            },
+            replica_lag_time_max: ms("replica.lag.time.max.ms", 30_000)?,
             fetch_session_cache_slots: int("max.incremental.fetch.session.cache.slots", 1000, 0)?
                 as usize,
             producer_id_expiration_check_interval: ms(

@@ -18,6 +18,7 @@ pub mod node;
 pub mod partition;
 pub mod producer_ids;
 pub mod replicas;
+pub mod replication;
 pub mod server;
 pub mod util;
 

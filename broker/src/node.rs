@@ -252,6 +252,7 @@ impl Node {
             node.servers
                 .push(tokio::spawn(server::serve(broker.clone(), listener, name)));
         }
+        node.background.extend(crate::replication::start(&broker));
         node.broker = Some(broker);
         Ok(node)
     }

@@ -2,14 +2,17 @@
 //! (leader, leader epoch, ISR), and the high watermark that follows from them.
 //!
 //! The high watermark is the smallest log end offset among the ISR. With one replica that is
-//! the leader's own log end, so it moves on every append; once followers fetch, their offsets
-//! enter the same computation through [`Partition::update_follower_offset`].
+//! the leader's own log end, so it moves on every append; followers' offsets enter the same
+//! computation through [`Partition::on_follower_fetch`], which also tracks when each follower
+//! was last caught up (Kafka's `lastCaughtUpTimeMs`) for ISR expansion and shrinking.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use fjord_raft::PartitionRegistration;
+use fjord_raft::controller::requests::PartitionState;
 use fjord_storage::validate::RecordError;
 use fjord_storage::{AppendInfo, Log, StorageError, TopicPartition};
 use parking_lot::{Mutex, RwLock};
@@ -80,16 +83,40 @@ impl PartitionError {
     }
 }
 
+/// How an acks=all wait ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Commit {
+    Committed,
+    NotLeader,
+    TimedOut,
+}
+
+/// What the leader knows of one follower, from its fetches.
+#[derive(Clone, Copy, Debug)]
+struct FollowerProgress {
+    /// The follower's log end offset: its last fetch offset.
+    log_end_offset: i64,
+    /// When the follower last had everything the leader had (ms).
+    last_caught_up_ms: i64,
+    /// The leader's log end offset and the time at the follower's previous fetch.
+    last_fetch_leader_leo: i64,
+    last_fetch_ms: i64,
+}
+
 pub struct Partition {
     pub tp: TopicPartition,
     pub topic_id: Uuid,
     local_id: i32,
     log: Arc<Log>,
     state: RwLock<ReplicaState>,
-    /// Log end offsets followers last fetched from (replication fills this in).
-    follower_offsets: Mutex<HashMap<i32, i64>>,
+    /// Followers' progress while we lead (reset on every leadership change).
+    followers: Mutex<HashMap<i32, FollowerProgress>>,
+    /// An AlterPartition for this partition is on its way to the controller.
+    isr_change_pending: AtomicBool,
     /// Woken whenever the high watermark advances: fetch long polls and acks=all waits.
     hw_advanced: Notify,
+    /// Woken on every leader append: followers' fetch long polls.
+    appended: Notify,
 }
 
 impl Partition {
@@ -106,9 +133,12 @@ impl Partition {
             local_id,
             log,
             state: RwLock::new(state),
-            follower_offsets: Mutex::new(HashMap::new()),
+            followers: Mutex::new(HashMap::new()),
+            isr_change_pending: AtomicBool::new(false),
             hw_advanced: Notify::new(),
+            appended: Notify::new(),
         });
+        p.reset_followers();
         p.maybe_advance_high_watermark();
         p
     }
@@ -140,15 +170,51 @@ impl Partition {
             if *s == state {
                 return;
             }
+            // An AlterPartition answer may already have brought a newer partition epoch.
+            if s.leader_epoch == state.leader_epoch && s.partition_epoch > state.partition_epoch {
+                return;
+            }
             let changed = s.leader != state.leader || s.leader_epoch != state.leader_epoch;
+            if s.partition_epoch != state.partition_epoch {
+                self.isr_change_pending.store(false, Ordering::SeqCst);
+            }
             *s = state;
             changed
         };
         if changed_leadership {
-            // A new epoch starts with no knowledge of where followers are.
-            self.follower_offsets.lock().clear();
+            self.reset_followers();
+            // Waiters re-check leadership: a former leader's acks=all produces fail now.
+            self.wake_all();
         }
         self.maybe_advance_high_watermark();
+    }
+
+    /// A new leader epoch starts with no knowledge of where followers are; ISR members count
+    /// as caught up now (Kafka's `resetReplicaState`), others as never.
+    fn reset_followers(&self) {
+        let s = self.state.read();
+        let now = fjord_storage::now_ms();
+        let mut followers = self.followers.lock();
+        followers.clear();
+        if s.leader != self.local_id {
+            return;
+        }
+        for r in s.replicas.iter().filter(|r| **r != self.local_id) {
+            let caught_up = if s.isr.contains(r) { now } else { 0 };
+            followers.insert(
+                *r,
+                FollowerProgress {
+                    log_end_offset: 0,
+                    last_caught_up_ms: caught_up,
+                    last_fetch_leader_leo: 0,
+                    last_fetch_ms: 0,
+                },
+            );
+        }
+    }
+
+    pub fn local_id(&self) -> i32 {
+        self.local_id
     }
 
     /// Checks a client's `current_leader_epoch` (-1 = not given) against ours.
@@ -176,6 +242,18 @@ impl Partition {
         acks: i16,
         min_insync_replicas: usize,
     ) -> Result<AppendInfo, PartitionError> {
+        self.append_in_epoch(records, acks, min_insync_replicas)
+            .map(|(info, _)| info)
+    }
+
+    /// [`Self::append_as_leader`], also returning the leader epoch the records were written
+    /// in (what [`Self::wait_for_commit`] needs).
+    pub fn append_in_epoch(
+        &self,
+        records: &[u8],
+        acks: i16,
+        min_insync_replicas: usize,
+    ) -> Result<(AppendInfo, i32), PartitionError> {
         let (epoch, isr_len) = {
             let s = self.state.read();
             if s.leader != self.local_id {
@@ -193,14 +271,111 @@ impl Partition {
             .log
             .append_as_leader(records, epoch, fjord_storage::now_ms())
             .map_err(|e| PartitionError::storage(&e))?;
+        if !info.duplicate {
+            self.appended.notify_waiters();
+        }
         self.maybe_advance_high_watermark();
-        Ok(info)
+        Ok((info, epoch))
     }
 
-    /// Records where a follower's log ends (from its fetch offset) and moves the high watermark.
-    pub fn update_follower_offset(&self, replica: i32, log_end_offset: i64) {
-        self.follower_offsets.lock().insert(replica, log_end_offset);
+    /// A follower fetched from `fetch_offset` (so its log ends there) when our log ended at
+    /// `leader_leo`. Moves the high watermark and returns the ISR to propose when the follower
+    /// has caught up but is not in it (Kafka's ISR expansion; at most one proposal in flight).
+    pub fn on_follower_fetch(
+        &self,
+        replica: i32,
+        fetch_offset: i64,
+        leader_leo: i64,
+        now_ms: i64,
+    ) -> Option<PartitionState> {
+        {
+            let mut followers = self.followers.lock();
+            let p = followers.entry(replica).or_insert(FollowerProgress {
+                log_end_offset: 0,
+                last_caught_up_ms: 0,
+                last_fetch_leader_leo: 0,
+                last_fetch_ms: 0,
+            });
+            if fetch_offset >= leader_leo {
+                p.last_caught_up_ms = p.last_caught_up_ms.max(now_ms);
+            } else if fetch_offset >= p.last_fetch_leader_leo {
+                p.last_caught_up_ms = p.last_caught_up_ms.max(p.last_fetch_ms);
+            }
+            p.log_end_offset = fetch_offset;
+            p.last_fetch_leader_leo = leader_leo;
+            p.last_fetch_ms = now_ms;
+        }
         self.maybe_advance_high_watermark();
+        let s = self.state.read();
+        if s.leader != self.local_id
+            || s.isr.contains(&replica)
+            || !s.replicas.contains(&replica)
+            || fetch_offset < self.log.high_watermark()
+            || self.isr_change_pending.swap(true, Ordering::SeqCst)
+        {
+            return None;
+        }
+        let mut isr = s.isr.clone();
+        isr.push(replica);
+        Some(PartitionState {
+            leader: s.leader,
+            leader_epoch: s.leader_epoch,
+            isr,
+            partition_epoch: s.partition_epoch,
+        })
+    }
+
+    /// The ISR to propose without followers that have not been caught up for `max_lag_ms`
+    /// (Kafka's ISR shrink), if any must go and no proposal is in flight.
+    pub fn isr_without_laggards(&self, now_ms: i64, max_lag_ms: i64) -> Option<PartitionState> {
+        let s = self.state.read();
+        if s.leader != self.local_id {
+            return None;
+        }
+        let followers = self.followers.lock();
+        let isr: Vec<i32> = s
+            .isr
+            .iter()
+            .copied()
+            .filter(|r| {
+                *r == self.local_id
+                    || followers
+                        .get(r)
+                        .is_some_and(|p| now_ms - p.last_caught_up_ms <= max_lag_ms)
+            })
+            .collect();
+        drop(followers);
+        if isr.len() == s.isr.len() || self.isr_change_pending.swap(true, Ordering::SeqCst) {
+            return None;
+        }
+        Some(PartitionState {
+            leader: s.leader,
+            leader_epoch: s.leader_epoch,
+            isr,
+            partition_epoch: s.partition_epoch,
+        })
+    }
+
+    /// The controller's answer to our AlterPartition (`None`: it failed; try again later).
+    pub fn on_isr_change(&self, committed: Option<PartitionState>) {
+        if let Some(c) = committed {
+            let mut s = self.state.write();
+            if c.leader_epoch == s.leader_epoch && c.partition_epoch > s.partition_epoch {
+                s.isr = c.isr;
+                s.partition_epoch = c.partition_epoch;
+            }
+        }
+        self.isr_change_pending.store(false, Ordering::SeqCst);
+        self.maybe_advance_high_watermark();
+    }
+
+    /// The log end offset of every follower we have heard from (tests, metrics).
+    pub fn follower_log_end_offsets(&self) -> HashMap<i32, i64> {
+        self.followers
+            .lock()
+            .iter()
+            .map(|(r, p)| (*r, p.log_end_offset))
+            .collect()
     }
 
     /// HW = min log end offset over the ISR, never moving backwards.
@@ -210,11 +385,11 @@ impl Partition {
             return;
         }
         let leo = self.log.log_end_offset();
-        let followers = self.follower_offsets.lock();
+        let followers = self.followers.lock();
         let mut hw = leo;
         for r in &s.isr {
             if *r != self.local_id {
-                hw = hw.min(followers.get(r).copied().unwrap_or(0));
+                hw = hw.min(followers.get(r).map_or(0, |p| p.log_end_offset));
             }
         }
         drop(followers);
@@ -225,24 +400,42 @@ impl Partition {
         }
     }
 
-    /// Waits until the high watermark reaches `offset` or `timeout` passes; true if reached.
+    /// Waits until the high watermark reaches `offset` or `timeout` passes; true if reached
+    /// while this broker still leads in the epoch it led when the wait began.
     pub async fn wait_for_high_watermark(&self, offset: i64, timeout: Duration) -> bool {
+        let epoch = self.leader_epoch();
+        self.wait_for_commit(offset, epoch, timeout).await == Commit::Committed
+    }
+
+    /// Waits until records below `offset`, written as leader in `epoch`, are committed (the
+    /// high watermark passed them while we still lead in that epoch). A leadership change
+    /// means they may be truncated, so it ends the wait: a follower's high watermark follows
+    /// another leader's log and says nothing about our records.
+    pub async fn wait_for_commit(&self, offset: i64, epoch: i32, timeout: Duration) -> Commit {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.hw_advanced.notified();
             tokio::pin!(notified);
             // Register before checking so an advance between the check and the await wakes us.
             notified.as_mut().enable();
-            if self.high_watermark() >= offset {
-                return true;
+            {
+                let s = self.state.read();
+                if s.leader != self.local_id || s.leader_epoch != epoch {
+                    return Commit::NotLeader;
+                }
             }
-            if !self.is_leader() {
-                return false;
+            if self.high_watermark() >= offset {
+                return Commit::Committed;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.high_watermark() >= offset;
+                return Commit::TimedOut;
             }
         }
+    }
+
+    /// The ISR's size now (acks=all checks it against `min.insync.replicas`).
+    pub fn isr_len(&self) -> usize {
+        self.state.read().isr.len()
     }
 
     /// A future that completes at the next high-watermark advance. Call `enable()` on it
@@ -251,8 +444,14 @@ impl Partition {
         self.hw_advanced.notified()
     }
 
+    /// A future that completes at the next leader append (followers' long polls).
+    pub fn appended(&self) -> tokio::sync::futures::Notified<'_> {
+        self.appended.notified()
+    }
+
     /// Wakes every waiter (leadership lost, partition removed, shutdown).
     pub fn wake_all(&self) {
         self.hw_advanced.notify_waiters();
+        self.appended.notify_waiters();
     }
 }

@@ -1,7 +1,7 @@
 //! Consumer groups with real clients (librdkafka through confluent-kafka, and kafka-python)
 //! against the `fjord` binary: work shared across members, rebalances when members leave or
-//! die, committed offsets across consumer and broker restarts, static membership, and group
-//! administration.
+//! die, committed offsets across consumer and broker restarts, static membership, group
+//! administration, and a KIP-848 group (librdkafka with `group.protocol=consumer`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -38,6 +38,9 @@ impl Env {
                 ("offsets.topic.replication.factor", "1"),
                 ("offsets.topic.num.partitions", "10"),
                 ("group.initial.rebalance.delay.ms", "300"),
+                // KIP-848 groups: the coordinator sets the heartbeat interval and session.
+                ("group.consumer.heartbeat.interval.ms", "500"),
+                ("group.consumer.session.timeout.ms", "6000"),
             ],
         );
         Some(Env { py, broker, dir })
@@ -730,4 +733,100 @@ fn a_cooperative_sticky_group_moves_only_the_partitions_it_must() {
         keys.into_iter().collect::<BTreeSet<_>>(),
         expected_keys(0, 200)
     );
+}
+
+#[test]
+fn a_kip848_group_consumes_everything_once_across_a_leave_and_a_restart() {
+    let Some(env) = Env::start() else { return };
+    let topic = "kip848";
+    let group = "kip848-group";
+    env.create_topic(topic, 6);
+    let args = json!({"group": group, "topic": topic, "protocol": "consumer"});
+    let a = env.member(RDKAFKA, "kip848-a", args.clone());
+    let b = env.member(RDKAFKA, "kip848-b", args.clone());
+    let c = env.member(RDKAFKA, "kip848-c", args.clone());
+    wait_for_balance(&env, &[&a, &b, &c], 6);
+    // The uniform assignor: two partitions each.
+    for m in [&a, &b, &c] {
+        assert_eq!(
+            m.assignment().unwrap().len(),
+            2,
+            "{}: {:?}",
+            m.name,
+            m.events()
+        );
+    }
+
+    env.produce(topic, 0, 600);
+    wait_for(
+        "600 records across the members",
+        SETTLE,
+        &env.broker,
+        || (a.consumed() + b.consumed() + c.consumed() >= 600).then_some(()),
+    );
+    let list = env.admin(RDKAFKA, json!({"op": "list"}));
+    let listed = list["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["group_id"] == group)
+        .cloned()
+        .unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(listed["type"], "CONSUMER", "{list}");
+    assert_eq!(listed["state"], "STABLE", "{list}");
+    let d = env.admin(RDKAFKA, json!({"op": "describe", "groups": [group]}));
+    assert_eq!(d[group]["type"], "CONSUMER", "{d}");
+    assert_eq!(d[group]["protocol"], "uniform", "{d}");
+    assert_eq!(d[group]["members"].as_array().unwrap().len(), 3, "{d}");
+
+    // c leaves: its partitions move to a and b.
+    let c_answer = c.stop(&env.broker);
+    assert!(
+        !keys_of(&c_answer).is_empty(),
+        "c had partitions, so records"
+    );
+    wait_for_balance(&env, &[&a, &b], 6);
+    env.produce(topic, 600, 900);
+    wait_for("the last 300 records", SETTLE, &env.broker, || {
+        (a.consumed() + b.consumed() + keys_of(&c_answer).len() >= 900).then_some(())
+    });
+    let a_answer = a.stop(&env.broker);
+    let b_answer = b.stop(&env.broker);
+    let mut positions: Vec<(i64, i64)> = Vec::new();
+    let mut keys: Vec<String> = Vec::new();
+    let mut errors = Vec::new();
+    for ans in [&a_answer, &b_answer, &c_answer] {
+        positions.extend(positions_of(ans));
+        keys.extend(keys_of(ans));
+        errors.extend(ans["errors"].as_array().unwrap().iter().cloned());
+    }
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        keys.iter().cloned().collect::<BTreeSet<_>>(),
+        expected_keys(0, 900),
+        "every record consumed"
+    );
+    assert_eq!(
+        positions.iter().copied().collect::<BTreeSet<_>>().len(),
+        positions.len(),
+        "no record consumed twice"
+    );
+
+    // A restarted consumer resumes from the committed offsets.
+    env.produce(topic, 900, 950);
+    let mut again = env.member(
+        RDKAFKA,
+        "kip848-again",
+        json!({"group": group, "topic": topic, "protocol": "consumer", "count": 50,
+               "deadline": 90}),
+    );
+    let resumed = again.finish(&env.broker);
+    assert_eq!(keys_of(&resumed).len(), 50, "{resumed}");
+    assert_eq!(
+        keys_of(&resumed).into_iter().collect::<BTreeSet<_>>(),
+        expected_keys(900, 950),
+        "only the records after the commits"
+    );
+    let log = std::fs::read_to_string(env.broker.stderr_path()).unwrap_or_default();
+    assert!(!log.contains("panicked"), "{}", env.broker.log_tail());
 }

@@ -5,7 +5,8 @@ Usage: groups_client.py CLIENT OP JSON_ARGS
   OP:     member | admin
 Prints one JSON document on stdout; exits non-zero (with the error on stderr) on failure.
 
-A member subscribes to a topic in a group and consumes until the file named by "stop" exists
+A member subscribes to a topic in a group ("protocol": "consumer" selects KIP-848 with
+librdkafka, "assignor" its server-side assignor) and consumes until the file named by "stop" exists
 (or "deadline" seconds pass, or "count" records arrived), committing after every record
 (synchronously, so what was consumed is what is committed). It appends one JSON line per event
 to the "progress" file: {"event": "assign"|"revoke", "partitions": [...]} from the rebalance
@@ -53,13 +54,19 @@ def rd_member(a):
         "group.id": a["group"],
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
-        "session.timeout.ms": a.get("session_ms", 6000),
-        "heartbeat.interval.ms": a.get("heartbeat_ms", 500),
         "fetch.wait.max.ms": 100,
         "topic.metadata.refresh.interval.ms": 1000,
-        "partition.assignment.strategy": a.get("strategy", "range"),
         "client.id": a.get("client_id", "fjord-group-test"),
     }
+    if a.get("protocol") == "consumer":
+        # KIP-848: the coordinator assigns and sets the session and heartbeat interval.
+        conf["group.protocol"] = "consumer"
+        if a.get("assignor"):
+            conf["group.remote.assignor"] = a["assignor"]
+    else:
+        conf["session.timeout.ms"] = a.get("session_ms", 6000)
+        conf["heartbeat.interval.ms"] = a.get("heartbeat_ms", 500)
+        conf["partition.assignment.strategy"] = a.get("strategy", "range")
     if a.get("instance"):
         conf["group.instance.id"] = a["instance"]
     c = Consumer(conf)
@@ -109,6 +116,7 @@ def rd_admin(a):
     if op == "list":
         r = admin.list_consumer_groups(request_timeout=15).result(20)
         return {"groups": sorted([{"group_id": g.group_id, "state": str(g.state).split(".")[-1],
+                                   "type": str(getattr(g, "type", "")).split(".")[-1],
                                    "simple": g.is_simple_consumer_group} for g in r.valid],
                                  key=lambda g: g["group_id"]),
                 "errors": [str(e) for e in r.errors]}
@@ -118,6 +126,7 @@ def rd_admin(a):
             try:
                 d = f.result(20)
                 out[gid] = {"state": str(d.state).split(".")[-1],
+                            "type": str(getattr(d, "type", "")).split(".")[-1],
                             "protocol": d.partition_assignor,
                             "coordinator": d.coordinator.id,
                             "members": sorted([{"client_id": m.client_id, "host": m.host,

@@ -11,6 +11,7 @@
 //! list only changed partitions, and its responses only partitions with something new.
 //! Follower fetches arrive with replication.
 
+use std::collections::HashMap;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fjord_protocol::kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, PartitionData,
+    EpochEndOffset, FetchableTopicResponse, PartitionData,
 };
 use fjord_protocol::kafka_protocol::messages::{
     FetchRequest, FetchResponse, ResponseKind, TopicName,
@@ -49,6 +50,8 @@ struct Wanted {
     fetch_offset: i64,
     max_bytes: i32,
     current_leader_epoch: i32,
+    /// The epoch of a follower's last record (Fetch v12+; -1 when not given).
+    last_fetched_epoch: i32,
     target: Result<Arc<Partition>, i16>,
 }
 
@@ -68,7 +71,7 @@ fn session_error_code(e: SessionError) -> i16 {
     }
 }
 
-async fn fetch(broker: &Broker, ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
+async fn fetch(broker: &Arc<Broker>, ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
     let version = ctx.version();
     let uses_ids = version >= 13;
     let replica_id = if version >= 15 {
@@ -76,6 +79,7 @@ async fn fetch(broker: &Broker, ctx: &RequestContext, req: FetchRequest) -> Fetc
     } else {
         req.replica_id.0
     };
+    let replica = (replica_id >= 0).then_some(replica_id);
     let requested: Vec<CachedPartition> = req
         .topics
         .iter()
@@ -121,6 +125,20 @@ async fn fetch(broker: &Broker, ctx: &RequestContext, req: FetchRequest) -> Fetc
         FetchContext::Incremental { partitions, .. } => partitions.clone(),
         _ => requested,
     };
+    // Followers say where their log's last epoch is; sessions do not remember it.
+    let last_fetched: HashMap<(TopicKey, i32), i32> = if version >= 12 {
+        req.topics
+            .iter()
+            .flat_map(|t| {
+                let key = topic_key(uses_ids, &t.topic, t.topic_id);
+                t.partitions
+                    .iter()
+                    .map(move |p| ((key.clone(), p.partition), p.last_fetched_epoch))
+            })
+            .collect()
+    } else {
+        HashMap::new()
+    };
     let image = broker.image();
     let wanted: Vec<Wanted> = to_read
         .iter()
@@ -131,7 +149,6 @@ async fn fetch(broker: &Broker, ctx: &RequestContext, req: FetchRequest) -> Fetc
             };
             let target = match &name {
                 None => Err(codes::UNKNOWN_TOPIC_ID),
-                Some(_) if replica_id >= 0 => Err(codes::NOT_LEADER_OR_FOLLOWER),
                 Some(n) => broker.replicas.get(n, c.partition).ok_or_else(|| {
                     if image.partition(n, c.partition).is_some() {
                         codes::NOT_LEADER_OR_FOLLOWER
@@ -140,12 +157,23 @@ async fn fetch(broker: &Broker, ctx: &RequestContext, req: FetchRequest) -> Fetc
                     }
                 }),
             };
+            // A follower must be one of the partition's replicas.
+            let target = match (target, replica) {
+                (Ok(p), Some(r)) if !p.state().replicas.contains(&r) => {
+                    Err(codes::NOT_LEADER_OR_FOLLOWER)
+                }
+                (t, _) => t,
+            };
             Wanted {
                 key: c.topic.clone(),
                 partition_index: c.partition,
                 fetch_offset: c.fetch_offset,
                 max_bytes: c.max_bytes,
                 current_leader_epoch: c.current_leader_epoch,
+                last_fetched_epoch: last_fetched
+                    .get(&(c.topic.clone(), c.partition))
+                    .copied()
+                    .unwrap_or(-1),
                 target,
             }
         })
@@ -166,14 +194,29 @@ async fn fetch(broker: &Broker, ctx: &RequestContext, req: FetchRequest) -> Fetc
 
     loop {
         // Listen before reading, so an append between the read and the wait wakes us.
-        let mut wakeups: Vec<Pin<Box<Notified<'_>>>> =
-            hosted.iter().map(|p| Box::pin(p.hw_advanced())).collect();
+        let mut wakeups: Vec<Pin<Box<Notified<'_>>>> = hosted
+            .iter()
+            .map(|p| {
+                // Followers read up to the log end, consumers up to the high watermark.
+                Box::pin(if replica.is_some() {
+                    p.appended()
+                } else {
+                    p.hw_advanced()
+                })
+            })
+            .collect();
         for w in wakeups.iter_mut() {
             w.as_mut().enable();
         }
-        let (parts, bytes, errors) = read_all(&wanted, max_bytes, read_committed);
+        let (parts, bytes, errors) = read_all(&wanted, max_bytes, read_committed, replica);
+        if let Some(r) = replica {
+            follower_progress(broker, r, &wanted, &parts);
+        }
+        // A follower told to truncate should hear it now.
+        let diverged = parts.iter().any(|d| d.diverging_epoch.end_offset >= 0);
         let done = bytes >= min_bytes
             || errors
+            || diverged
             || wanted.is_empty()
             || hosted.is_empty()
             || tokio::time::Instant::now() >= deadline;
@@ -263,11 +306,36 @@ fn respond(
         .with_responses(topics.into_iter().map(|(_, t)| t).collect())
 }
 
+/// A follower fetch tells the leader where the follower's log ends: move the high watermark
+/// and propose the follower for the ISR once it has caught up.
+fn follower_progress(
+    broker: &Arc<Broker>,
+    replica: i32,
+    wanted: &[Wanted],
+    parts: &[PartitionData],
+) {
+    let now = fjord_storage::now_ms();
+    for (w, data) in wanted.iter().zip(parts) {
+        let Ok(p) = &w.target else {
+            continue;
+        };
+        if data.error_code != codes::NONE || data.diverging_epoch.end_offset >= 0 {
+            continue;
+        }
+        let leo = p.log().log_end_offset();
+        if let Some(proposal) = p.on_follower_fetch(replica, w.fetch_offset, leo, now) {
+            tracing::info!(partition = %p.tp, replica, isr = ?proposal.isr, "follower caught up; expanding the ISR");
+            crate::replication::isr::propose(broker, p.clone(), proposal);
+        }
+    }
+}
+
 /// One pass over every partition: the data, total bytes, and whether any partition failed.
 fn read_all(
     wanted: &[Wanted],
     max_bytes: usize,
     read_committed: bool,
+    replica: Option<i32>,
 ) -> (Vec<PartitionData>, usize, bool) {
     let mut out = Vec::with_capacity(wanted.len());
     let mut total = 0usize;
@@ -278,7 +346,13 @@ fn read_all(
                 errors = true;
                 error_data(w.partition_index, *code)
             }
-            Ok(p) => match read_partition(p, w, max_bytes.saturating_sub(total), total == 0) {
+            Ok(p) => match read_partition(
+                p,
+                w,
+                max_bytes.saturating_sub(total),
+                total == 0,
+                replica.is_some(),
+            ) {
                 Ok((data, n)) => {
                     total += n;
                     if read_committed {
@@ -317,6 +391,7 @@ fn read_partition(
     w: &Wanted,
     remaining: usize,
     first: bool,
+    for_replica: bool,
 ) -> Result<(PartitionData, usize), PartitionError> {
     if !p.is_leader() {
         return Err(PartitionError::code(codes::NOT_LEADER_OR_FOLLOWER));
@@ -324,11 +399,37 @@ fn read_partition(
     p.check_leader_epoch(w.current_leader_epoch)?;
     let log = p.log();
     let hw = p.high_watermark();
+    // KIP-279: a follower whose last epoch ends earlier here (or is unknown here) has a
+    // divergent tail; tell it where the epoch ends instead of sending records.
+    if for_replica && w.last_fetched_epoch >= 0 {
+        let (epoch, end) = log.end_offset_for_epoch(w.last_fetched_epoch);
+        if epoch < w.last_fetched_epoch || end < w.fetch_offset {
+            let end = if epoch < 0 { log.log_end_offset() } else { end };
+            let data = PartitionData::default()
+                .with_partition_index(w.partition_index)
+                .with_high_watermark(hw)
+                .with_last_stable_offset(hw)
+                .with_log_start_offset(log.log_start_offset())
+                .with_diverging_epoch(
+                    EpochEndOffset::default()
+                        .with_epoch(epoch)
+                        .with_end_offset(end),
+                )
+                .with_records(Some(Bytes::new()));
+            return Ok((data, 0));
+        }
+    }
+    // Followers copy everything the leader has; consumers see only committed records.
+    let max_offset = if for_replica {
+        log.log_end_offset()
+    } else {
+        hw
+    };
     let limit = remaining.min(w.max_bytes.max(0) as usize);
     let mut records = Bytes::new();
     let mut log_start = log.log_start_offset();
     if limit > 0 || first {
-        match log.read(w.fetch_offset, limit.max(1), hw) {
+        match log.read(w.fetch_offset, limit.max(1), max_offset) {
             Ok(r) => {
                 log_start = r.log_start_offset;
                 // The storage always returns at least one batch; only the first partition

@@ -23,13 +23,22 @@ use fjord_protocol::kafka_protocol::messages::{ProduceRequest, ProduceResponse, 
 use crate::broker::Broker;
 use crate::codes;
 use crate::dispatch::{Reply, RequestContext};
-use crate::partition::{Partition, PartitionError};
+use crate::partition::{Commit, Partition, PartitionError};
 use crate::util::{is_internal_topic, str_bytes};
+
+/// What an acks=-1 answer waits for: records below `offset`, written in `epoch`, committed
+/// with at least `min_isr` replicas in sync.
+struct Wait {
+    partition: Arc<Partition>,
+    offset: i64,
+    epoch: i32,
+    min_isr: usize,
+}
 
 /// A partition's answer, plus what an acks=-1 request still has to wait for.
 struct Outcome {
     response: PartitionProduceResponse,
-    wait: Option<(Arc<Partition>, i64)>,
+    wait: Option<Wait>,
 }
 
 fn failed(index: i32, e: PartitionError) -> Outcome {
@@ -79,17 +88,26 @@ pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) ->
     Reply::later(async move {
         for (_, outcomes) in topics.iter_mut() {
             for o in outcomes.iter_mut() {
-                if let Some((partition, offset)) = o.wait.take()
-                    && !partition.wait_for_high_watermark(offset, timeout).await
+                let Some(w) = o.wait.take() else {
+                    continue;
+                };
+                // Kafka's DelayedProduce: REQUEST_TIMED_OUT when the ISR did not catch up in
+                // time, NOT_LEADER_OR_FOLLOWER if leadership moved (the records may be gone),
+                // NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below the minimum.
+                let code = match w
+                    .partition
+                    .wait_for_commit(w.offset, w.epoch, timeout)
+                    .await
                 {
-                    // Kafka answers REQUEST_TIMED_OUT when the ISR did not catch up in time
-                    // (or NOT_LEADER_OR_FOLLOWER if leadership moved meanwhile).
-                    let code = if partition.is_leader() {
-                        codes::REQUEST_TIMED_OUT
-                    } else {
-                        codes::NOT_LEADER_OR_FOLLOWER
-                    };
-                    o.response.error_code = code;
+                    Commit::Committed if w.partition.isr_len() < w.min_isr => {
+                        codes::NOT_ENOUGH_REPLICAS_AFTER_APPEND
+                    }
+                    Commit::Committed => codes::NONE,
+                    Commit::NotLeader => codes::NOT_LEADER_OR_FOLLOWER,
+                    Commit::TimedOut => codes::REQUEST_TIMED_OUT,
+                };
+                if code != codes::NONE {
+                    o.response = failed(o.response.index, PartitionError::code(code)).response;
                 }
             }
         }
@@ -177,17 +195,22 @@ fn append_all(
                     fjord_storage::recompress::for_log(records, &partition.log().config())
                         .map_err(|e| PartitionError::storage(&e))?;
                 let min_isr = settings.as_ref().map_or(1, |s| s.min_insync_replicas);
-                let info = partition.append_as_leader(&records, acks, min_isr)?;
-                Ok((partition, info))
+                let (info, epoch) = partition.append_in_epoch(&records, acks, min_isr)?;
+                Ok((partition, info, epoch, min_isr))
             })();
             outcomes.push(match outcome {
-                Ok((partition, info)) => Outcome {
+                Ok((partition, info, epoch, min_isr)) => Outcome {
                     response: PartitionProduceResponse::default()
                         .with_index(p.index)
                         .with_base_offset(info.first_offset)
                         .with_log_append_time_ms(info.log_append_time)
                         .with_log_start_offset(info.log_start_offset),
-                    wait: (acks == -1).then_some((partition, info.last_offset + 1)),
+                    wait: (acks == -1).then_some(Wait {
+                        partition,
+                        offset: info.last_offset + 1,
+                        epoch,
+                        min_isr,
+                    }),
                 },
                 Err(e) => {
                     tracing::debug!(topic = ?name, partition = p.index, code = e.code, message = ?e.message, "produce failed");
