@@ -12,6 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 use serde_json::{Value, json};
 
 use crate::Ctx;
+use crate::client::TopicInfo;
 use crate::client::cluster::topics_from;
 use crate::client::error::check;
 use crate::exit::{CliError, Result};
@@ -111,21 +112,66 @@ async fn overview(ctx: &Ctx) -> Result<Overview> {
     }
     let topics = topics_from(&meta)?;
     o.topics = topics.len();
-    for t in &topics {
+    o.partitions = topics.iter().map(|t| t.partitions.len()).sum();
+    (o.offline, o.under_replicated) = assess(&topics);
+    Ok(o)
+}
+
+/// Offline partitions (no leader) and under-replicated ones (ISR smaller than the replica set).
+fn assess(topics: &[TopicInfo]) -> (Vec<Value>, Vec<Value>) {
+    let (mut offline, mut under) = (Vec::new(), Vec::new());
+    for t in topics {
         for p in &t.partitions {
-            o.partitions += 1;
             let doc = json!({
                 "topic": t.name, "partition": p.partition, "leader": p.leader,
                 "replicas": p.replicas, "isr": p.isr,
             });
             if p.leader < 0 {
-                o.offline.push(doc);
+                offline.push(doc);
             } else if p.isr.len() < p.replicas.len() {
-                o.under_replicated.push(doc);
+                under.push(doc);
             }
         }
     }
-    Ok(o)
+    (offline, under)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::PartitionInfo;
+
+    fn part(partition: i32, leader: i32, replicas: &[i32], isr: &[i32]) -> PartitionInfo {
+        PartitionInfo {
+            partition,
+            leader,
+            leader_epoch: 0,
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+            offline: Vec::new(),
+            error_code: 0,
+        }
+    }
+
+    #[test]
+    fn finds_offline_and_under_replicated_partitions() {
+        let t = TopicInfo {
+            name: "t".into(),
+            id: uuid::Uuid::nil(),
+            internal: false,
+            partitions: vec![
+                part(0, 1, &[1, 2, 3], &[1, 2, 3]),
+                part(1, 2, &[1, 2, 3], &[2]),
+                part(2, -1, &[1, 2, 3], &[]),
+            ],
+        };
+        let (offline, under) = assess(&[t]);
+        assert_eq!(offline.len(), 1);
+        assert_eq!(offline[0]["partition"], 2);
+        assert_eq!(under.len(), 1);
+        assert_eq!(under[0]["partition"], 1);
+        assert_eq!(under[0]["isr"], json!([2]));
+    }
 }
 
 pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> Result<()> {
