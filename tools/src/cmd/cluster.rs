@@ -136,44 +136,6 @@ fn assess(topics: &[TopicInfo]) -> (Vec<Value>, Vec<Value>) {
     (offline, under)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::client::PartitionInfo;
-
-    fn part(partition: i32, leader: i32, replicas: &[i32], isr: &[i32]) -> PartitionInfo {
-        PartitionInfo {
-            partition,
-            leader,
-            leader_epoch: 0,
-            replicas: replicas.to_vec(),
-            isr: isr.to_vec(),
-            offline: Vec::new(),
-            error_code: 0,
-        }
-    }
-
-    #[test]
-    fn finds_offline_and_under_replicated_partitions() {
-        let t = TopicInfo {
-            name: "t".into(),
-            id: uuid::Uuid::nil(),
-            internal: false,
-            partitions: vec![
-                part(0, 1, &[1, 2, 3], &[1, 2, 3]),
-                part(1, 2, &[1, 2, 3], &[2]),
-                part(2, -1, &[1, 2, 3], &[]),
-            ],
-        };
-        let (offline, under) = assess(&[t]);
-        assert_eq!(offline.len(), 1);
-        assert_eq!(offline[0]["partition"], 2);
-        assert_eq!(under.len(), 1);
-        assert_eq!(under[0]["partition"], 1);
-        assert_eq!(under[0]["isr"], json!([2]));
-    }
-}
-
 pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> Result<()> {
     let o = overview(ctx).await?;
     let fenced: Vec<i32> = o
@@ -296,5 +258,43 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> Result<()> {
                 )))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::PartitionInfo;
+
+    fn part(partition: i32, leader: i32, replicas: &[i32], isr: &[i32]) -> PartitionInfo {
+        PartitionInfo {
+            partition,
+            leader,
+            leader_epoch: 0,
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+            offline: Vec::new(),
+            error_code: 0,
+        }
+    }
+
+    #[test]
+    fn finds_offline_and_under_replicated_partitions() {
+        let t = TopicInfo {
+            name: "t".into(),
+            id: uuid::Uuid::nil(),
+            internal: false,
+            partitions: vec![
+                part(0, 1, &[1, 2, 3], &[1, 2, 3]),
+                part(1, 2, &[1, 2, 3], &[2]),
+                part(2, -1, &[1, 2, 3], &[]),
+            ],
+        };
+        let (offline, under) = assess(&[t]);
+        assert_eq!(offline.len(), 1);
+        assert_eq!(offline[0]["partition"], 2);
+        assert_eq!(under.len(), 1);
+        assert_eq!(under[0]["partition"], 1);
+        assert_eq!(under[0]["isr"], json!([2]));
     }
 }
