@@ -67,6 +67,15 @@ const BROKER_KEYS: &[&str] = &[
     "log.cleaner.enable",
     "log.cleaner.backoff.ms",
     "num.recovery.threads.per.data.dir",
+    "producer.id.expiration.ms",
+    "producer.id.expiration.check.interval.ms",
+    "max.incremental.fetch.session.cache.slots",
+    // Replication (crate::replication).
+    "replica.lag.time.max.ms",
+    "replica.fetch.wait.max.ms",
+    "replica.fetch.max.bytes",
+    "replica.fetch.response.max.bytes",
+    "replica.fetch.backoff.ms",
     // The group coordinator (crate::group).
     "offsets.topic.num.partitions",
     "offsets.topic.replication.factor",
