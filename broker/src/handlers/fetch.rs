@@ -401,23 +401,22 @@ fn read_partition(
     let hw = p.high_watermark();
     // KIP-279: a follower whose last epoch ends earlier here (or is unknown here) has a
     // divergent tail; tell it where the epoch ends instead of sending records.
-    if for_replica && w.last_fetched_epoch >= 0 {
-        let (epoch, end) = log.end_offset_for_epoch(w.last_fetched_epoch);
-        if epoch < w.last_fetched_epoch || end < w.fetch_offset {
-            let end = if epoch < 0 { log.log_end_offset() } else { end };
-            let data = PartitionData::default()
-                .with_partition_index(w.partition_index)
-                .with_high_watermark(hw)
-                .with_last_stable_offset(hw)
-                .with_log_start_offset(log.log_start_offset())
-                .with_diverging_epoch(
-                    EpochEndOffset::default()
-                        .with_epoch(epoch)
-                        .with_end_offset(end),
-                )
-                .with_records(Some(Bytes::new()));
-            return Ok((data, 0));
-        }
+    if for_replica
+        && let Some((epoch, end)) =
+            crate::replication::divergence(log, w.last_fetched_epoch, w.fetch_offset)
+    {
+        let data = PartitionData::default()
+            .with_partition_index(w.partition_index)
+            .with_high_watermark(hw)
+            .with_last_stable_offset(hw)
+            .with_log_start_offset(log.log_start_offset())
+            .with_diverging_epoch(
+                EpochEndOffset::default()
+                    .with_epoch(epoch)
+                    .with_end_offset(end),
+            )
+            .with_records(Some(Bytes::new()));
+        return Ok((data, 0));
     }
     // Followers copy everything the leader has; consumers see only committed records.
     let max_offset = if for_replica {

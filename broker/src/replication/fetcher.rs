@@ -333,7 +333,7 @@ fn apply_response(asked: &[Arc<Partition>], resp: FetchResponse) -> Vec<TopicPar
     rest
 }
 
-enum Apply {
+pub(super) enum Apply {
     Rest,
     Storage(StorageError),
 }
@@ -344,7 +344,7 @@ impl From<StorageError> for Apply {
     }
 }
 
-fn apply_partition(p: &Partition, data: &PartitionData) -> Result<(), Apply> {
+pub(super) fn apply_partition(p: &Partition, data: &PartitionData) -> Result<(), Apply> {
     let log = p.log();
     let now = fjord_storage::now_ms();
     match data.error_code {
@@ -367,13 +367,7 @@ fn apply_partition(p: &Partition, data: &PartitionData) -> Result<(), Apply> {
     }
     if data.diverging_epoch.epoch >= 0 || data.diverging_epoch.end_offset >= 0 {
         let div = &data.diverging_epoch;
-        let (local_epoch, local_end) = log.end_offset_for_epoch(div.epoch);
-        let target = if local_epoch < 0 {
-            div.end_offset
-        } else {
-            div.end_offset.min(local_end)
-        };
-        let target = target.max(0).min(log.log_end_offset());
+        let target = super::truncation_offset(log, div.epoch, div.end_offset);
         tracing::info!(partition = %p.tp, diverging_epoch = div.epoch, leader_end_offset = div.end_offset, target, "truncating a divergent tail");
         log.truncate_to(target, now)?;
         return Ok(());
