@@ -6,7 +6,6 @@
 //! reused vector of records that all share one payload buffer, so the hot path allocates per
 //! batch, never per record.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -633,7 +632,7 @@ async fn consume(ctx: &Ctx, a: ConsumeArgs) -> Result<()> {
     let began = Instant::now();
     let mut last = Instant::now();
     let idle = Duration::from_millis(a.timeout_ms);
-    let mut recent: VecDeque<u64> = VecDeque::new();
+    let mut fetches = 0u64;
     while count < target && last.elapsed() < idle {
         let t0 = Instant::now();
         let fetched = fetch_once(&ctx.client, &topic, &positions, opts).await?;
@@ -656,7 +655,7 @@ async fn consume(ctx: &Ctx, a: ConsumeArgs) -> Result<()> {
             count += got;
             pb.inc(got);
             last = Instant::now();
-            recent.push_back(got);
+            fetches += 1;
         }
     }
     pb.finish_and_clear();
@@ -668,7 +667,7 @@ async fn consume(ctx: &Ctx, a: ConsumeArgs) -> Result<()> {
         "elapsed_s": round(secs, 3),
         "records_per_sec": round(count as f64 / secs, 1),
         "mib_per_sec": round(bytes as f64 / secs / 1_048_576.0, 2),
-        "fetches": recent.len(),
+        "fetches": fetches,
         "latency_ms": if hist.is_empty() { Value::Null } else { latency_json(&hist) },
     });
     report(ctx, &summary, "consumed", "from");
