@@ -70,6 +70,9 @@ const BROKER_KEYS: &[&str] = &[
     "producer.id.expiration.ms",
     "producer.id.expiration.check.interval.ms",
     "max.incremental.fetch.session.cache.slots",
+    "auto.leader.rebalance.enable",
+    "leader.imbalance.check.interval.seconds",
+    "leader.imbalance.per.broker.percentage",
     // Replication (crate::replication).
     "replica.lag.time.max.ms",
     "replica.fetch.wait.max.ms",
@@ -186,6 +189,12 @@ pub struct BrokerConfig {
     pub socket_request_max_bytes: usize,
     pub rack: Option<String>,
     pub session_timeout: Duration,
+    /// `auto.leader.rebalance.enable`
+    pub auto_leader_rebalance: bool,
+    /// `leader.imbalance.check.interval.seconds`
+    pub leader_imbalance_check_interval: Duration,
+    /// `leader.imbalance.per.broker.percentage`
+    pub leader_imbalance_per_broker_pct: u32,
     pub heartbeat_interval: Duration,
     pub flush_check_interval: Duration,
     pub retention_check_interval: Duration,
@@ -378,6 +387,14 @@ impl BrokerConfig {
             socket_request_max_bytes,
             rack: get("broker.rack").map(str::to_string),
             session_timeout: ms("broker.session.timeout.ms", 9000)?,
+            auto_leader_rebalance: boolean("auto.leader.rebalance.enable", true)?,
+            leader_imbalance_check_interval: Duration::from_secs(int(
+                "leader.imbalance.check.interval.seconds",
+                300,
+                1,
+            )? as u64),
+            leader_imbalance_per_broker_pct: int("leader.imbalance.per.broker.percentage", 10, 0)?
+                .min(100) as u32,
             heartbeat_interval: ms("broker.heartbeat.interval.ms", 2000)?,
             flush_check_interval: ms("log.flush.scheduler.interval.ms", 1000)?,
             retention_check_interval: ms("log.retention.check.interval.ms", 300_000)?,

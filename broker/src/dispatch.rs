@@ -87,6 +87,7 @@ api_table! {
     DescribeCluster => handlers::metadata::handle_describe_cluster,
     DeleteRecords => handlers::delete_records::handle,
     DescribeTopicPartitions => handlers::describe_topic_partitions::handle,
+    ElectLeaders => handlers::elect_leaders::handle,
     InitProducerId => handlers::init_producer_id::handle,
     FindCoordinator => handlers::groups::handle_find_coordinator,
     JoinGroup => handlers::groups::handle_join_group,

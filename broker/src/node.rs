@@ -89,6 +89,9 @@ impl Node {
                 num_partitions: config.num_partitions,
                 default_replication_factor: config.default_replication_factor,
                 session_timeout: config.session_timeout,
+                auto_leader_rebalance: config.auto_leader_rebalance,
+                leader_imbalance_check_interval: config.leader_imbalance_check_interval,
+                leader_imbalance_per_broker_pct: config.leader_imbalance_per_broker_pct,
                 ..ControllerConfig::default()
             };
             let node = ControllerNode::start(qcfg, ccfg)

@@ -154,6 +154,14 @@ def rd_admin(a):
         fs = admin.incremental_alter_configs([ConfigResource("topic", a["topic"],
                                                              incremental_configs=entries)])
         return {str(r): err_of(f) for r, f in fs.items()}
+    if op == "elect_leaders":
+        from confluent_kafka import TopicPartition
+        from confluent_kafka import ElectionType
+        kind = ElectionType.PREFERRED if a.get("election", 0) == 0 else ElectionType.UNCLEAN
+        # No timeout kwargs: confluent-kafka 2.16's binding rejects them for this call.
+        f = admin.elect_leaders(kind, [TopicPartition(a["topic"], p) for p in a["partitions"]])
+        return {f"{tp.topic}-{tp.partition}": (None if e is None else str(e))
+                for tp, e in f.result(30).items()}
     raise SystemExit(f"unknown admin op {op}")
 
 
@@ -267,6 +275,15 @@ def kp_admin(a):
             admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, a["topic"],
                                                 configs=a["set"])])
             return {"ok": None}
+        if op == "elect_leaders":
+            r = admin.elect_leaders(a.get("election", 0), {a["topic"]: a["partitions"]},
+                                    timeout_ms=10000, raise_errors=False)
+            out = {}
+            for res in r.replica_election_results:
+                for p in res.partition_result:
+                    out[f"{res.topic}-{p.partition_id}"] = (
+                        None if p.error_code == 0 else f"error {p.error_code}")
+            return out
         raise SystemExit(f"unknown admin op {op}")
     finally:
         admin.close()

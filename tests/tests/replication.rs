@@ -140,3 +140,83 @@ fn acks_all_survives_a_leader_kill_and_replicas_converge() {
         assert_eq!(log.records, logs[0].records, "node {} differs", log.node);
     }
 }
+
+/// Kills and restarts the preferred leader of `topic`-0 so that another replica leads.
+fn displace_preferred(cluster: &mut Cluster, topic: &str) -> i32 {
+    let view = cluster.topic_view(topic, false);
+    let preferred = view[0].replicas[0];
+    assert_eq!(view[0].leader, preferred, "{view:?}");
+    let i = cluster.index_of(preferred).unwrap();
+    cluster.kill(i);
+    let others: Vec<i32> = cluster
+        .node_ids()
+        .into_iter()
+        .filter(|id| *id != preferred)
+        .collect();
+    cluster.wait_leaders(topic, 1, &others, BOUND).unwrap();
+    cluster.restart(i, BOUND).unwrap();
+    let deadline = Instant::now() + BOUND;
+    while cluster.topic_view(topic, false)[0].isr.len() < 3 {
+        assert!(Instant::now() < deadline, "{}", cluster.log_tails(30));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    preferred
+}
+
+#[test]
+fn admin_clients_and_the_controller_restore_preferred_leaders() {
+    let Some(py) = clients::python() else {
+        return;
+    };
+    let spec = ClusterSpec::new(3).with("auto.leader.rebalance.enable", "false");
+    let mut cluster = Cluster::start(Path::new(BIN), spec).unwrap_or_else(|e| panic!("{e}"));
+    cluster.create_topic("pref", 1, 3, &[], BOUND).unwrap();
+    cluster
+        .wait_leaders("pref", 1, &cluster.node_ids(), BOUND)
+        .unwrap();
+    for client in [RDKAFKA, KAFKA_PYTHON] {
+        let preferred = displace_preferred(&mut cluster, "pref");
+        // Nothing moves it back by itself with the rebalance off.
+        std::thread::sleep(Duration::from_secs(2));
+        assert_ne!(cluster.leader("pref", 0), Some(preferred));
+        let r = clients::run(
+            &py,
+            client,
+            "admin",
+            &json!({"bootstrap": cluster.bootstrap(), "op": "elect_leaders",
+                    "topic": "pref", "partitions": [0]}),
+        );
+        assert_eq!(r["pref-0"], Value::Null, "{client}: {r}");
+        assert_eq!(cluster.leader("pref", 0), Some(preferred), "{client}");
+        // Asking again: the election is not needed (librdkafka reports it as an error).
+        let again = clients::run(
+            &py,
+            client,
+            "admin",
+            &json!({"bootstrap": cluster.bootstrap(), "op": "elect_leaders",
+                    "topic": "pref", "partitions": [0]}),
+        );
+        let text = again["pref-0"].to_string();
+        assert!(
+            again["pref-0"].is_null()
+                || text.contains("84")
+                || text.contains("ELECTION_NOT_NEEDED"),
+            "{client}: {again}"
+        );
+    }
+    drop(cluster);
+
+    // With the periodic check on (every second here), leadership goes back without asking.
+    let spec = ClusterSpec::new(3).with("leader.imbalance.check.interval.seconds", "1");
+    let mut cluster = Cluster::start(Path::new(BIN), spec).unwrap_or_else(|e| panic!("{e}"));
+    cluster.create_topic("auto", 1, 3, &[], BOUND).unwrap();
+    cluster
+        .wait_leaders("auto", 1, &cluster.node_ids(), BOUND)
+        .unwrap();
+    let preferred = displace_preferred(&mut cluster, "auto");
+    let deadline = Instant::now() + BOUND;
+    while cluster.leader("auto", 0) != Some(preferred) {
+        assert!(Instant::now() < deadline, "{}", cluster.log_tails(30));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

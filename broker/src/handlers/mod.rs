@@ -5,6 +5,7 @@ pub mod configs;
 pub mod consumer_groups;
 pub mod delete_records;
 pub mod describe_topic_partitions;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod groups;
 pub mod init_producer_id;

@@ -167,11 +167,19 @@ impl ControllerLogic {
                     // again without data loss once it comes back.
                     isr = part.isr.clone();
                 }
-                let leader = if part.leader == id {
+                let mut leader = if part.leader == id {
                     elect(batch.image, &part.replicas, &isr, Some(id)).unwrap_or(NO_LEADER)
                 } else {
                     NO_LEADER_CHANGE
                 };
+                if leader == NO_LEADER
+                    && super::elections::unclean_allowed(batch.image, &t.name)
+                    && let Some(l) = super::elections::unclean_leader(batch.image, part, Some(id))
+                {
+                    tracing::warn!(topic = %t.name, partition = p, leader = l, "unclean leader election");
+                    leader = l;
+                    isr = vec![l];
+                }
                 if isr == part.isr && leader == NO_LEADER_CHANGE {
                     continue;
                 }
@@ -211,14 +219,26 @@ impl ControllerLogic {
         let mut changes = Vec::new();
         for t in batch.image.topics.values() {
             for (p, part) in &t.partitions {
-                if part.leader == NO_LEADER
-                    && let Some(leader) = elect(batch.image, &part.replicas, &part.isr, None)
-                {
+                if part.leader != NO_LEADER {
+                    continue;
+                }
+                if let Some(leader) = elect(batch.image, &part.replicas, &part.isr, None) {
                     changes.push(PartitionChangeRecord {
                         topic_id: t.id,
                         partition_id: *p,
                         leader,
                         isr: None,
+                        replicas: None,
+                    });
+                } else if part.replicas.contains(&id)
+                    && super::elections::unclean_allowed(batch.image, &t.name)
+                {
+                    tracing::warn!(topic = %t.name, partition = p, leader = id, "unclean leader election");
+                    changes.push(PartitionChangeRecord {
+                        topic_id: t.id,
+                        partition_id: *p,
+                        leader: id,
+                        isr: Some(vec![id]),
                         replicas: None,
                     });
                 }

@@ -9,6 +9,7 @@
 
 pub mod alter_configs;
 pub mod brokers;
+pub mod elections;
 pub mod placement;
 pub mod requests;
 pub mod topics;
@@ -37,6 +38,12 @@ pub struct ControllerConfig {
     pub session_timeout: Duration,
     /// Producer ids handed to a broker per AllocateProducerIds.
     pub producer_id_block_size: i32,
+    /// `auto.leader.rebalance.enable`
+    pub auto_leader_rebalance: bool,
+    /// `leader.imbalance.check.interval.seconds`
+    pub leader_imbalance_check_interval: Duration,
+    /// `leader.imbalance.per.broker.percentage`
+    pub leader_imbalance_per_broker_pct: u32,
 }
 
 impl Default for ControllerConfig {
@@ -46,6 +53,9 @@ impl Default for ControllerConfig {
             default_replication_factor: 1,
             session_timeout: Duration::from_millis(9000),
             producer_id_block_size: 1000,
+            auto_leader_rebalance: true,
+            leader_imbalance_check_interval: Duration::from_secs(300),
+            leader_imbalance_per_broker_pct: 10,
         }
     }
 }
@@ -95,6 +105,8 @@ pub struct ControllerLogic {
     pub(crate) max_epoch_seen: i64,
     /// Partitions the current request may still create (Kafka's per-request cap).
     pub(crate) partition_budget: i64,
+    /// When the last preferred-leader rebalance check ran (the first waits one interval).
+    last_rebalance: Option<Instant>,
     rng: StdRng,
 }
 
@@ -106,6 +118,7 @@ impl ControllerLogic {
             leader_start_offset: 0,
             max_epoch_seen: 0,
             partition_budget: MAX_PARTITIONS_PER_REQUEST,
+            last_rebalance: None,
             rng: StdRng::from_entropy(),
         }
     }
@@ -250,6 +263,21 @@ impl ControllerLogic {
                 self.atomically(&mut batch, |c, b| c.alter_partition(b, a))
                     .map_err(ApiError::from),
             ),
+            Q::ElectLeaders {
+                election_type,
+                partitions,
+            } => A::ElectLeaders(
+                self.elect_leaders(&mut batch, *election_type, partitions.as_deref())
+                    .into_iter()
+                    .map(|(t, p, r)| {
+                        (
+                            t,
+                            p,
+                            r.map_err(|(code, message)| ApiError { code, message }),
+                        )
+                    })
+                    .collect(),
+            ),
             Q::AllocateProducerIds {
                 broker_id,
                 broker_epoch,
@@ -295,10 +323,18 @@ impl ControllerLogic {
         Ok(())
     }
 
-    /// Periodic work on the leader: fence brokers whose sessions expired.
+    /// Periodic work on the leader: fence brokers whose sessions expired, and now and then
+    /// give partitions back to their preferred leaders.
     pub fn tick(&mut self, image: &mut MetadataImage, now: Instant) -> Vec<MetadataRecord> {
         let mut batch = Batch::new(image);
         self.expire_sessions(&mut batch, now);
+        if self.cfg.auto_leader_rebalance {
+            let last = *self.last_rebalance.get_or_insert(now);
+            if now.duration_since(last) >= self.cfg.leader_imbalance_check_interval {
+                self.last_rebalance = Some(now);
+                self.rebalance_leaders(&mut batch, self.cfg.leader_imbalance_per_broker_pct);
+            }
+        }
         batch.records
     }
 }

@@ -201,6 +201,11 @@ pub enum ControllerRequest {
     RegisterBroker(RegisterBroker),
     Heartbeat(Heartbeat),
     AlterPartition(AlterPartition),
+    /// Kafka's ElectLeaders: `election_type` 0 preferred, 1 unclean; `None` = all partitions.
+    ElectLeaders {
+        election_type: i8,
+        partitions: Option<Vec<(String, i32)>>,
+    },
     AllocateProducerIds {
         broker_id: i32,
         broker_epoch: i64,
@@ -216,5 +221,7 @@ pub enum ControllerResponse {
     RegisterBroker(ApiResult<Registered>),
     Heartbeat(ApiResult<HeartbeatReply>),
     AlterPartition(ApiResult<PartitionState>),
+    /// (topic, partition, result) per partition.
+    ElectLeaders(Vec<(String, i32, ApiResult<()>)>),
     AllocateProducerIds(ApiResult<ProducerIdBlock>),
 }

@@ -529,3 +529,204 @@ fn restarted_node_re_registers_at_once_after_a_controller_change() {
     }));
     assert!(matches!(resp, ControllerResponse::RegisterBroker(Err(ref e)) if e.code == 101));
 }
+
+fn elect(
+    h: &mut Harness,
+    election_type: i8,
+    partitions: Option<Vec<(String, i32)>>,
+) -> Vec<(String, i32, Result<(), i16>)> {
+    let resp = h.call(ControllerRequest::ElectLeaders {
+        election_type,
+        partitions,
+    });
+    let ControllerResponse::ElectLeaders(r) = resp else {
+        panic!("{resp:?}")
+    };
+    r.into_iter()
+        .map(|(t, p, r)| (t, p, r.map_err(|e| e.code)))
+        .collect()
+}
+
+fn fence(h: &mut Harness, id: i32) {
+    h.call(ControllerRequest::Heartbeat(Heartbeat {
+        broker_id: id,
+        broker_epoch: h.epochs[&id],
+        current_metadata_offset: u64::MAX,
+        want_fence: true,
+        want_shutdown: false,
+    }));
+}
+
+#[test]
+fn preferred_elections_give_leadership_back_to_the_first_replica() {
+    let mut h = Harness::new();
+    for id in 1..=3 {
+        h.register(id, "r");
+    }
+    h.create("p", 1, 3).unwrap();
+    let part = h.image.partition("p", 0).unwrap().clone();
+    let preferred = part.replicas[0];
+    let one = Some(vec![("p".to_string(), 0)]);
+    assert_eq!(
+        elect(&mut h, 0, one.clone())[0].2,
+        Err(84),
+        "already the leader"
+    );
+    // The preferred replica is fenced: someone else leads, and it cannot take over yet.
+    fence(&mut h, preferred);
+    assert_ne!(h.image.partition("p", 0).unwrap().leader, preferred);
+    assert_eq!(elect(&mut h, 0, one.clone())[0].2, Err(80));
+    // Back and in the ISR again: a preferred election moves leadership and bumps the epoch.
+    h.heartbeat(preferred);
+    let p = h.image.partition("p", 0).unwrap().clone();
+    h.call(ControllerRequest::AlterPartition(AlterPartition {
+        broker_id: p.leader,
+        broker_epoch: h.epochs[&p.leader],
+        topic_id: h.image.topic("p").unwrap().id,
+        partition: 0,
+        leader_epoch: p.leader_epoch,
+        partition_epoch: p.partition_epoch,
+        new_isr: p.replicas.clone(),
+    }));
+    assert_eq!(elect(&mut h, 0, one)[0].2, Ok(()));
+    let after = h.image.partition("p", 0).unwrap();
+    assert_eq!(after.leader, preferred);
+    assert_eq!(after.leader_epoch, p.leader_epoch + 1);
+    assert_eq!(
+        elect(&mut h, 0, Some(vec![("nope".to_string(), 0)]))[0].2,
+        Err(3)
+    );
+    // With no list, partitions that need nothing are not reported.
+    assert!(elect(&mut h, 0, None).is_empty());
+}
+
+#[test]
+fn unclean_elections_only_when_the_topic_allows_or_an_admin_asks() {
+    let mut h = Harness::new();
+    for id in 1..=2 {
+        h.register(id, "r");
+    }
+    h.create("u", 1, 2).unwrap();
+    let p = h.image.partition("u", 0).unwrap().clone();
+    let (leader, other) = (
+        p.leader,
+        *p.replicas.iter().find(|r| **r != p.leader).unwrap(),
+    );
+    // The ISR shrinks to the leader, which then dies: no clean candidate is left.
+    h.call(ControllerRequest::AlterPartition(AlterPartition {
+        broker_id: leader,
+        broker_epoch: h.epochs[&leader],
+        topic_id: h.image.topic("u").unwrap().id,
+        partition: 0,
+        leader_epoch: p.leader_epoch,
+        partition_epoch: p.partition_epoch,
+        new_isr: vec![leader],
+    }));
+    fence(&mut h, leader);
+    let p = h.image.partition("u", 0).unwrap().clone();
+    assert_eq!((p.leader, p.isr.clone()), (NO_LEADER, vec![leader]));
+    // An admin's unclean election picks the live out-of-ISR replica.
+    let one = Some(vec![("u".to_string(), 0)]);
+    assert_eq!(elect(&mut h, 1, one.clone())[0].2, Ok(()));
+    let p = h.image.partition("u", 0).unwrap().clone();
+    assert_eq!((p.leader, p.isr.clone()), (other, vec![other]));
+    assert_eq!(elect(&mut h, 1, one)[0].2, Err(84));
+
+    // A topic that allows it elects unclean by itself when its last ISR member is fenced.
+    h.heartbeat(leader);
+    h.create("auto", 1, 2).unwrap();
+    h.call(ControllerRequest::AlterConfigs {
+        changes: vec![ConfigChange {
+            resource: ConfigResource::Topic("auto".into()),
+            incremental: true,
+            ops: vec![(
+                "unclean.leader.election.enable".into(),
+                AlterConfigOp::Set,
+                Some("true".into()),
+            )],
+        }],
+        validate_only: false,
+    });
+    let p = h.image.partition("auto", 0).unwrap().clone();
+    let survivor = *p.replicas.iter().find(|r| **r != p.leader).unwrap();
+    h.call(ControllerRequest::AlterPartition(AlterPartition {
+        broker_id: p.leader,
+        broker_epoch: h.epochs[&p.leader],
+        topic_id: h.image.topic("auto").unwrap().id,
+        partition: 0,
+        leader_epoch: p.leader_epoch,
+        partition_epoch: p.partition_epoch,
+        new_isr: vec![p.leader],
+    }));
+    h.heartbeat(survivor);
+    fence(&mut h, p.leader);
+    let after = h.image.partition("auto", 0).unwrap();
+    assert_eq!(
+        (after.leader, after.isr.clone()),
+        (survivor, vec![survivor])
+    );
+}
+
+#[test]
+fn the_periodic_check_restores_preferred_leaders() {
+    let mut h = Harness::new();
+    h.logic.cfg.leader_imbalance_check_interval = Duration::from_secs(10);
+    for id in 1..=3 {
+        h.register(id, "r");
+    }
+    h.create("b", 6, 3).unwrap();
+    let prefers_1: Vec<i32> = h
+        .image
+        .topic("b")
+        .unwrap()
+        .partitions
+        .iter()
+        .filter(|(_, p)| p.replicas[0] == 1)
+        .map(|(i, _)| *i)
+        .collect();
+    assert!(!prefers_1.is_empty());
+    // Broker 1 restarts: fenced (leaderships move), then back in every ISR.
+    fence(&mut h, 1);
+    h.heartbeat(1);
+    for i in 0..6 {
+        let p = h.image.partition("b", i).unwrap().clone();
+        if !p.isr.contains(&1) {
+            h.call(ControllerRequest::AlterPartition(AlterPartition {
+                broker_id: p.leader,
+                broker_epoch: h.epochs[&p.leader],
+                topic_id: h.image.topic("b").unwrap().id,
+                partition: i,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                new_isr: p.replicas.clone(),
+            }));
+        }
+    }
+    for i in &prefers_1 {
+        assert_ne!(h.image.partition("b", *i).unwrap().leader, 1);
+    }
+    // The first tick starts the clock; one interval later leadership goes back.
+    for id in 1..=3 {
+        h.heartbeat(id);
+    }
+    h.logic.tick(&mut h.image, h.now);
+    h.now += Duration::from_secs(4);
+    for id in 1..=3 {
+        h.heartbeat(id);
+    }
+    h.logic.tick(&mut h.image, h.now);
+    assert_ne!(h.image.partition("b", prefers_1[0]).unwrap().leader, 1);
+    h.now += Duration::from_secs(4);
+    for id in 1..=3 {
+        h.heartbeat(id);
+    }
+    h.now += Duration::from_secs(3);
+    h.logic.tick(&mut h.image, h.now);
+    for i in &prefers_1 {
+        assert_eq!(
+            h.image.partition("b", *i).unwrap().leader,
+            1,
+            "partition {i}"
+        );
+    }
+}
