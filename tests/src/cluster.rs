@@ -85,7 +85,7 @@ pub struct Cluster {
     rt: tokio::runtime::Runtime,
     root: PathBuf,
     // Declared last: removed after the processes are killed.
-    _tmp: Option<tempfile::TempDir>,
+    tmp: Option<tempfile::TempDir>,
 }
 
 /// Ports that were free a moment ago, all distinct (each listener is held until all are
@@ -125,7 +125,7 @@ impl Cluster {
             .map_err(|e| format!("tempdir: {e}"))?;
         let root = tmp.path().to_path_buf();
         let mut c = Cluster::create(binary, spec, &root)?;
-        c._tmp = Some(tmp);
+        c.tmp = Some(tmp);
         c.start_all(START_TIMEOUT)?;
         Ok(c)
     }
@@ -163,7 +163,7 @@ impl Cluster {
             nodes,
             rt,
             root: root.to_path_buf(),
-            _tmp: None,
+            tmp: None,
         };
         for i in 0..c.nodes.len() {
             c.write_config(i)?;
@@ -286,7 +286,17 @@ impl Cluster {
         format!("127.0.0.1:{}", self.nodes[i].controller_port)
     }
 
+    /// The directory holding every node's data, config and logs.
     pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Keeps the cluster's directory after the cluster is dropped (for post-mortems), and
+    /// returns it.
+    pub fn keep_files(&mut self) -> &Path {
+        if let Some(t) = &mut self.tmp {
+            t.disable_cleanup(true);
+        }
         &self.root
     }
 
