@@ -179,6 +179,12 @@ fn topic_commands_end_to_end() {
     assert_eq!(v[0]["status"], "exists");
     let v = env.json(&["topic", "create", "checked", "-p", "1", "--validate-only"]);
     assert_eq!(v[0]["status"], "valid");
+    // Without -p/-r the broker's defaults apply (num.partitions = 1).
+    let v = env.json(&["topic", "create", "defaults"]);
+    assert_eq!(v[0]["status"], "created");
+    let d = env.json(&["topic", "describe", "defaults"]);
+    assert_eq!(d[0]["partitions"].as_array().unwrap().len(), 1);
+    env.json(&["topic", "delete", "defaults"]);
 
     let list = env.json(&["topic", "list"]);
     let names: Vec<&str> = list
@@ -414,6 +420,15 @@ fn group_reset_offsets_replays_a_topic() {
     let again = env.consume(&["payments", "-g", "audit", "-e"]);
     assert!(again.is_empty(), "{again:?}");
 
+    let internal = env.json(&["topic", "list", "--internal"]);
+    assert!(
+        internal
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "__consumer_offsets" && t["internal"] == true),
+        "{internal}"
+    );
     let groups = env.json(&["group", "list"]);
     let g = groups
         .as_array()
