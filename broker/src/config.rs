@@ -94,6 +94,8 @@ const BROKER_KEYS: &[&str] = &[
     "group.consumer.session.timeout.ms",
     "group.consumer.heartbeat.interval.ms",
     "group.consumer.max.size",
+    // The HTTP listener for /metrics and the control API (crate::observe).
+    "http.listener",
 ];
 
 /// A broker role (`process.roles`).
@@ -170,6 +172,18 @@ fn parse_listeners(key: &str, value: &str) -> Result<Vec<Listener>, ConfigError>
     Ok(out)
 }
 
+/// `http.listener`: `host:port` with an IP address (brackets for IPv6), or the same with an
+/// `http://` prefix.
+fn parse_http_listener(value: &str) -> Result<SocketAddr, ConfigError> {
+    let text = value.strip_prefix("http://").unwrap_or(value);
+    text.parse().map_err(|_| {
+        invalid(
+            "http.listener",
+            format!("'{value}' is not IP:port (e.g. 127.0.0.1:9644)"),
+        )
+    })
+}
+
 /// The parsed broker configuration.
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
@@ -214,6 +228,9 @@ pub struct BrokerConfig {
     pub producer_id_expiration_check_interval: Duration,
     /// The group coordinator's settings (`offsets.*`, `group.*`).
     pub group_coordinator: crate::group::GroupCoordinatorConfig,
+    /// `http.listener` (`host:port`, an IP address; port 0 picks one): where `/metrics` and
+    /// the control API are served. Off when unset.
+    pub http_listener: Option<SocketAddr>,
     /// Broker-level defaults for topic configs, by *topic* config name (e.g. `retention.ms`
     /// from `log.retention.ms`), as the file set them.
     pub topic_defaults: BTreeMap<String, String>,
@@ -426,6 +443,9 @@ impl BrokerConfig {
                 600_000,
             )?,
             group_coordinator: group_coordinator_config(&int)?,
+            http_listener: get("http.listener")
+                .map(|v| parse_http_listener(v.trim()))
+                .transpose()?,
             topic_defaults,
             raw: props,
         };
@@ -712,6 +732,17 @@ metadata.log.dir = "./data/metadata"
             e.to_string().contains("group.min.session.timeout.ms"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn http_listener_is_off_unless_set() {
+        assert_eq!(props(BASE).unwrap().http_listener, None);
+        let c = props(&format!("{BASE}\nhttp.listener = \"127.0.0.1:9644\"\n")).unwrap();
+        assert_eq!(c.http_listener, Some("127.0.0.1:9644".parse().unwrap()));
+        let c = props(&format!("{BASE}\nhttp.listener = \"http://[::1]:0\"\n")).unwrap();
+        assert_eq!(c.http_listener, Some("[::1]:0".parse().unwrap()));
+        let e = props(&format!("{BASE}\nhttp.listener = \"localhost:9644\"\n")).unwrap_err();
+        assert!(e.to_string().contains("http.listener"), "{e}");
     }
 
     #[test]

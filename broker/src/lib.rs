@@ -6,6 +6,7 @@
 //! - [`server`]: connections, framing, pipelining; [`dispatch`]: the API table.
 //! - [`handlers`]: one module per API family.
 //! - [`replicas`] and [`partition`]: hosted partitions kept in step with the metadata image.
+//! - [`observe`]: Prometheus metrics and the HTTP control API.
 
 pub mod broker;
 pub mod codes;
@@ -15,6 +16,7 @@ pub mod fetch_session;
 pub mod group;
 pub mod handlers;
 pub mod node;
+pub mod observe;
 pub mod partition;
 pub mod producer_ids;
 pub mod replicas;

@@ -62,6 +62,8 @@ pub struct Node {
     broker: Option<Arc<Broker>>,
     /// Where each client listener is bound (after resolving port 0).
     pub client_addrs: Vec<(String, SocketAddr)>,
+    /// Where `/metrics` and the control API are served (`http.listener`), if anywhere.
+    pub http_addr: Option<SocketAddr>,
     servers: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
     broker_epoch: i64,
@@ -106,10 +108,23 @@ impl Node {
             controller: controller.clone(),
             broker: None,
             client_addrs: Vec::new(),
+            http_addr: None,
             servers: Vec::new(),
             background: Vec::new(),
             broker_epoch: -1,
         };
+        // Up before the broker registers, so /healthz and /readyz answer during start-up.
+        let mut http = crate::observe::http::start_configured(&config, controller.clone())
+            .await
+            .map_err(|(addr, source)| StartError::Bind {
+                name: "HTTP".into(),
+                addr,
+                source,
+            })?;
+        if let Some(h) = &mut http {
+            node.http_addr = Some(h.addr);
+            node.background.append(&mut h.tasks);
+        }
         if !config.is_broker() {
             return Ok(node);
         }
@@ -256,6 +271,9 @@ impl Node {
                 .push(tokio::spawn(server::serve(broker.clone(), listener, name)));
         }
         node.background.extend(crate::replication::start(&broker));
+        if let Some(h) = &http {
+            h.set_broker(broker.clone());
+        }
         node.broker = Some(broker);
         Ok(node)
     }

@@ -87,7 +87,9 @@ async fn connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, li
                 let version = ctx.header.api_version;
                 let correlation_id = ctx.header.correlation_id;
                 let api_key = ctx.header.api_key;
+                let started = std::time::Instant::now();
                 let encode = move |resp: Option<Box<ResponseKind>>| -> Answer {
+                    crate::observe::metrics::request_done(api_key, started, resp.as_deref());
                     match resp {
                         None => Ok(None),
                         Some(r) => encode_response_kind(version, correlation_id, &r)
@@ -102,6 +104,7 @@ async fn connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, li
                         let _ = tx.send(encode(resp));
                     }
                     Reply::Close => {
+                        crate::observe::metrics::request_failed(api_key);
                         let _ = tx.send(Err(()));
                     }
                     Reply::Later(fut) => {

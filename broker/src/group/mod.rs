@@ -18,7 +18,8 @@
 //! - [`log`]: writing records to the partition and loading a shard from it.
 //! - [`shard`]: a loaded partition, its lock and its background task.
 //! - [`consumer`]: KIP-848 consumer groups (ConsumerGroupHeartbeat, ConsumerGroupDescribe).
-//! - [`lag`]: consumer lag from committed offsets and high watermarks.
+//! - [`lag`]: consumer lag from committed offsets and high watermarks; [`force`]: operator-forced
+//!   rebalances.
 //! - [`coordinator`]: leadership tracking, shard routing and the topic's creation.
 
 pub mod admin;
@@ -27,6 +28,7 @@ pub mod codes;
 pub mod commits;
 pub mod consumer;
 pub mod coordinator;
+pub mod force;
 pub mod lag;
 pub mod log;
 pub mod member;

@@ -665,6 +665,7 @@ impl Env {
             return;
         }
         tracing::info!(group = %g.id, generation = g.generation_id, members = g.num_members(), protocol = ?g.protocol_name, "stabilized group");
+        crate::observe::metrics::rebalance_completed(crate::observe::metrics::GroupKind::Classic);
         for id in g.member_ids() {
             let result = g.join_result(&id, false);
             let session = if let Some(m) = g.member_mut(&id) {

@@ -221,6 +221,10 @@ async fn fetch(broker: &Arc<Broker>, ctx: &RequestContext, req: FetchRequest) ->
             || hosted.is_empty()
             || tokio::time::Instant::now() >= deadline;
         if done {
+            crate::observe::metrics::fetched(
+                wanted.iter().map(|w| w.target.as_ref().ok()).zip(&parts),
+                replica.is_some(),
+            );
             return respond(broker, &context, uses_ids, to_read, &wanted, parts);
         }
         let any = poll_fn(|cx| {
@@ -231,6 +235,7 @@ async fn fetch(broker: &Arc<Broker>, ctx: &RequestContext, req: FetchRequest) ->
             }
             Poll::Pending
         });
+        let _parked = crate::observe::metrics::parked(crate::observe::metrics::Purgatory::Fetch);
         tokio::select! {
             _ = any => {}
             _ = tokio::time::sleep_until(deadline) => {}

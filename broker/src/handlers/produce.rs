@@ -86,6 +86,7 @@ pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) ->
     }
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
     Reply::later(async move {
+        let _parked = crate::observe::metrics::parked(crate::observe::metrics::Purgatory::Produce);
         for (_, outcomes) in topics.iter_mut() {
             for o in outcomes.iter_mut() {
                 let Some(w) = o.wait.take() else {
@@ -196,6 +197,7 @@ fn append_all(
                         .map_err(|e| PartitionError::storage(&e))?;
                 let min_isr = settings.as_ref().map_or(1, |s| s.min_insync_replicas);
                 let (info, epoch) = partition.append_in_epoch(&records, acks, min_isr)?;
+                crate::observe::metrics::produced(name, &info);
                 Ok((partition, info, epoch, min_isr))
             })();
             outcomes.push(match outcome {

@@ -167,6 +167,8 @@ struct Plan {
     revocation: Option<Option<(i32, i32)>>,
     /// A static member this one replaces: its deadlines end.
     replaced: Option<String>,
+    /// A new target assignment was computed (a rebalance, for the metrics).
+    new_target: bool,
 }
 
 fn member_metadata(m: &ConsumerMember) -> MemberMetadataValue {
@@ -560,6 +562,7 @@ fn plan_heartbeat(
         assignment,
         revocation,
         replaced: replaced.map(|m| m.member_id.clone()),
+        new_target: group_epoch > g.assignment_epoch,
     })
 }
 
@@ -605,6 +608,11 @@ impl ShardState {
         let end = self
             .write_and_replay(&plan.records)
             .map_err(HeartbeatError::code)?;
+        if plan.new_target {
+            crate::observe::metrics::rebalance_completed(
+                crate::observe::metrics::GroupKind::Consumer,
+            );
+        }
         let group_id = req.group_id.clone();
         if let Some(g) = self.consumer_groups.get_mut(&group_id) {
             g.checked_image = Some(image.offset);
