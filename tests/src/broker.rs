@@ -27,6 +27,9 @@ pub struct BrokerProcess {
     child: Option<Child>,
     /// `host:port` of the PLAINTEXT listener.
     pub bootstrap: String,
+    /// `host:port` of the HTTP listener (metrics and control API), when the extra properties
+    /// set `http.listener`.
+    pub http: Option<String>,
     starts: usize,
 }
 
@@ -43,6 +46,7 @@ impl BrokerProcess {
                 .collect(),
             child: None,
             bootstrap: String::new(),
+            http: None,
             starts: 0,
         };
         b.launch();
@@ -106,21 +110,33 @@ impl BrokerProcess {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(addr) = line.strip_prefix("fjord: listening PLAINTEXT ") {
-                    let _ = tx.send(addr.trim().to_string());
+                    let _ = tx.send((false, addr.trim().to_string()));
+                } else if let Some(addr) = line.strip_prefix("fjord: http listening ") {
+                    let _ = tx.send((true, addr.trim().to_string()));
                 }
             }
         });
         self.child = Some(child);
-        match rx.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => self.bootstrap = addr,
-            Err(_) => {
-                self.kill();
-                panic!(
-                    "broker did not start within {START_TIMEOUT:?}; log:\n{}",
-                    self.log_tail()
-                );
+        // The HTTP line follows the client listeners' lines when `http.listener` is set.
+        let wants_http = self.extra.iter().any(|(k, _)| k == "http.listener");
+        let deadline = Instant::now() + START_TIMEOUT;
+        let (mut bootstrap, mut http) = (None, None);
+        while bootstrap.is_none() || (wants_http && http.is_none()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((false, addr)) => bootstrap = Some(addr),
+                Ok((true, addr)) => http = Some(addr),
+                Err(_) => {
+                    self.kill();
+                    panic!(
+                        "broker did not start within {START_TIMEOUT:?}; log:\n{}",
+                        self.log_tail()
+                    );
+                }
             }
         }
+        self.bootstrap = bootstrap.unwrap_or_default();
+        self.http = http;
     }
 
     /// The last lines of the broker's log, for failure messages.

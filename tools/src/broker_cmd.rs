@@ -37,6 +37,9 @@ pub fn run_broker(path: PathBuf, overrides: Vec<String>) -> ExitCode {
             // One stable line tools and tests can wait for.
             println!("fjord: listening {name} {addr}");
         }
+        if let Some(addr) = node.http_addr {
+            println!("fjord: http listening {addr}");
+        }
         wait_for_signal().await;
         tracing::info!("shutting down");
         match node.shutdown().await {
