@@ -406,6 +406,23 @@ fn metrics_move_by_exactly_the_traffic_sent() {
     scrape_until(&b, "an empty fetch purgatory", |sc| {
         sc.value("fjord_purgatory_size", &[("purgatory", "fetch")]) == Some(0.0)
     });
+
+    // A deleted topic's partition gauges leave the output; its traffic counters stay.
+    let r = conn.call(
+        4,
+        &DeleteTopicsRequest::default()
+            .with_topic_names(vec![topic_name("metered")])
+            .with_timeout_ms(10_000),
+    );
+    assert_eq!(r.responses[0].error_code, NONE, "{r:?}");
+    let gone = scrape_until(&b, "the deleted partition's gauges gone", |sc| {
+        sc.value("fjord_log_size_bytes", &p0).is_none()
+            && sc.value("fjord_log_end_offset", &p0).is_none()
+    });
+    assert_eq!(
+        gone.counter("fjord_topic_records_in_total", &topic),
+        after.counter("fjord_topic_records_in_total", &topic)
+    );
 }
 
 // ------------------------------------------------------------------------------ control API

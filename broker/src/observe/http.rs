@@ -36,6 +36,9 @@ pub struct Observe {
     broker: OnceLock<Arc<Broker>>,
     controller: Option<Arc<ControllerNode>>,
     is_broker: bool,
+    /// One scrape at a time: a render must follow its own sampling, or gauges another scrape
+    /// just rendered would look idle.
+    scraping: tokio::sync::Mutex<()>,
 }
 
 impl Observe {
@@ -117,6 +120,7 @@ pub async fn start(
         broker: OnceLock::new(),
         controller,
         is_broker: config.is_broker,
+        scraping: tokio::sync::Mutex::new(()),
     });
     let app = router(state.clone());
     let server = tokio::spawn(async move {
@@ -159,6 +163,7 @@ pub fn router(state: Arc<Observe>) -> Router {
 }
 
 async fn scrape(axum::extract::State(state): axum::extract::State<Arc<Observe>>) -> Response {
+    let _one_at_a_time = state.scraping.lock().await;
     let s = state.clone();
     // File system calls and shard locks: off the worker threads.
     let sampled = tokio::task::spawn_blocking(move || {
@@ -243,4 +248,45 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
         format!("{method} is not allowed on {}", uri.path()),
     )
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observe(is_broker: bool) -> Observe {
+        Observe {
+            node_id: 1,
+            metrics: metrics::install(),
+            sampler: Sampler::new(None, PathBuf::new(), Vec::new()),
+            broker: OnceLock::new(),
+            controller: None,
+            is_broker,
+            scraping: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    #[test]
+    fn not_ready_until_a_broker_serves() {
+        let starting = observe(true);
+        assert_eq!(
+            readiness(&starting).unwrap_err().status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            starting.broker().err().map(|e| e.status()),
+            Some(StatusCode::SERVICE_UNAVAILABLE)
+        );
+        // A controller-only node never has a broker to serve the control API.
+        let controller_only = observe(false);
+        assert_eq!(
+            controller_only.broker().err().map(|e| e.status()),
+            Some(StatusCode::NOT_IMPLEMENTED)
+        );
+        // ... and is ready once its quorum has a leader (here: no quorum at all).
+        assert_eq!(
+            readiness(&controller_only).unwrap_err().status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
 }

@@ -6,8 +6,9 @@
 //! recorder), so a broker without `http.listener` pays one atomic load per call.
 //!
 //! Counters and histograms are recorded where things happen. Gauges are set by
-//! [`crate::observe::sampler`] just before each scrape; gauges not set for [`GAUGE_IDLE`]
-//! (a deleted partition, a group this broker no longer coordinates) drop out of the output.
+//! [`crate::observe::sampler`] just before each scrape (scrapes run one at a time), so a gauge
+//! the sampler no longer sets (a deleted partition, a group this broker no longer coordinates)
+//! drops out of the next scrape taken [`GAUGE_IDLE`] after it was last set.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -65,9 +66,10 @@ pub const METADATA_LOG_SIZE: &str = "fjord_metadata_log_size_bytes";
 pub const BROKER_METADATA_OFFSET: &str = "fjord_broker_metadata_offset";
 pub const BROKER_FENCED: &str = "fjord_broker_fenced";
 
-/// Gauges not set for this long are dropped from the output (the sampler sets every live
-/// one before each scrape, so only gone partitions and groups age out).
-pub const GAUGE_IDLE: Duration = Duration::from_secs(30);
+/// Gauges not set for this long are dropped from the output. The sampler sets every live one
+/// right before each render, so only gone partitions and groups age out; short, so they go
+/// from the next scrape on.
+pub const GAUGE_IDLE: Duration = Duration::from_secs(2);
 
 /// Latency buckets, in seconds: 100 µs up to the longest long poll.
 const DURATION_BUCKETS: &[f64] = &[
