@@ -830,3 +830,39 @@ fn a_kip848_group_consumes_everything_once_across_a_leave_and_a_restart() {
     let log = std::fs::read_to_string(env.broker.stderr_path()).unwrap_or_default();
     assert!(!log.contains("panicked"), "{}", env.broker.log_tail());
 }
+
+#[test]
+fn a_kip848_member_subscribes_by_regular_expression() {
+    let Some(env) = Env::start() else { return };
+    env.create_topic("kip848re-a", 2);
+    env.create_topic("kip848re-b", 1);
+    env.create_topic("kip848other", 1);
+    for t in ["kip848re-a", "kip848re-b", "kip848other"] {
+        env.produce(t, 0, 5);
+    }
+    // librdkafka sends a subscription starting with ^ as the heartbeat's topic regex; the
+    // coordinator resolves it against the topics that exist.
+    let mut m = env.member(
+        RDKAFKA,
+        "kip848-regex",
+        json!({"group": "kip848-regex", "topic": "^kip848re-.*", "protocol": "consumer",
+               "count": 10, "deadline": 60}),
+    );
+    let answer = m.finish(&env.broker);
+    assert_eq!(keys_of(&answer).len(), 10, "{answer}");
+    // What it consumed, it committed: everything of the matching topics, nothing else.
+    let committed = |topic: &str| -> i64 {
+        let o = env.admin(
+            RDKAFKA,
+            json!({"op": "offsets", "group": "kip848-regex", "topic": topic}),
+        );
+        o.as_object()
+            .unwrap()
+            .values()
+            .filter_map(Value::as_i64)
+            .sum()
+    };
+    assert_eq!(committed("kip848re-a"), 5);
+    assert_eq!(committed("kip848re-b"), 5);
+    assert_eq!(committed("kip848other"), 0);
+}
