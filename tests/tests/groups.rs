@@ -866,3 +866,50 @@ fn a_kip848_member_subscribes_by_regular_expression() {
     assert_eq!(committed("kip848re-b"), 5);
     assert_eq!(committed("kip848other"), 0);
 }
+
+#[test]
+fn a_kip848_static_member_comes_back_to_its_partitions_without_a_rebalance() {
+    let Some(env) = Env::start() else { return };
+    let topic = "kip848-static";
+    env.create_topic(topic, 4);
+    let other = env.member(
+        RDKAFKA,
+        "kip848-dynamic",
+        json!({"group": "kip848-static", "topic": topic, "protocol": "consumer"}),
+    );
+    let static_args = json!({"group": "kip848-static", "topic": topic, "protocol": "consumer",
+                             "instance": "kip848-static-1"});
+    let first = env.member(RDKAFKA, "kip848-static-1", static_args.clone());
+    wait_for_balance(&env, &[&other, &first], 4);
+    let before = first.assignment().unwrap();
+    let rebalances = other.assign_events();
+    // A static member's close is a temporary leave (member epoch -2): its partitions wait for
+    // it, and it comes back to them under a new member id.
+    first.stop(&env.broker);
+    let second = env.member(RDKAFKA, "kip848-static-1-again", static_args);
+    let after = wait_for(
+        "the restarted static member's assignment",
+        SETTLE,
+        &env.broker,
+        || second.assignment().filter(|a| !a.is_empty()),
+    );
+    assert_eq!(after, before, "the same partitions come back");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        other.assign_events(),
+        rebalances,
+        "the other member's assignment never changed: {:?}",
+        other.events()
+    );
+    env.produce(topic, 0, 60);
+    wait_for("both members to consume", SETTLE, &env.broker, || {
+        (other.consumed() + second.consumed() >= 60).then_some(())
+    });
+    let mut keys = keys_of(&other.stop(&env.broker));
+    keys.extend(keys_of(&second.stop(&env.broker)));
+    assert_eq!(keys.len(), 60);
+    assert_eq!(
+        keys.into_iter().collect::<BTreeSet<_>>(),
+        expected_keys(0, 60)
+    );
+}
