@@ -117,7 +117,8 @@ pub fn die_with_parent(cmd: &mut Command) {
 
 impl Cluster {
     /// Starts `spec.nodes` nodes of `binary` with data in a new temporary directory, and waits
-    /// until every one serves clients and all are registered and unfenced.
+    /// until every one serves clients and all are registered and unfenced. With
+    /// `FJORD_KEEP_CLUSTER=1` the directory is kept after the test.
     pub fn start(binary: &Path, spec: ClusterSpec) -> Result<Cluster, String> {
         let tmp = tempfile::Builder::new()
             .prefix("fjord-cluster-")
@@ -126,6 +127,9 @@ impl Cluster {
         let root = tmp.path().to_path_buf();
         let mut c = Cluster::create(binary, spec, &root)?;
         c.tmp = Some(tmp);
+        if std::env::var("FJORD_KEEP_CLUSTER").as_deref() == Ok("1") {
+            eprintln!("FJORD_KEEP_CLUSTER=1: keeping {}", c.keep_files().display());
+        }
         c.start_all(START_TIMEOUT)?;
         Ok(c)
     }
@@ -720,16 +724,22 @@ impl Cluster {
             .then_some(idx)
     }
 
-    /// Waits (bounded) for an active controller; see [`Cluster::controller_leader`].
-    pub fn wait_controller_leader(&mut self, timeout: Duration) -> Result<usize, String> {
+    /// Waits (bounded) for an active controller other than `not`; see
+    /// [`Cluster::controller_leader`].
+    pub fn wait_controller_leader(
+        &mut self,
+        not: Option<usize>,
+        timeout: Duration,
+    ) -> Result<usize, String> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(l) = self.controller_leader() {
+            if let Some(l) = self.controller_leader().filter(|l| Some(*l) != not) {
                 return Ok(l);
             }
             if Instant::now() >= deadline {
                 return Err(format!(
-                    "no controller leader within {timeout:?}: {:?}",
+                    "no controller leader (other than {not:?}) within {timeout:?}; views \
+                     (node index, leader, term): {:?}",
                     self.quorum_views()
                 ));
             }

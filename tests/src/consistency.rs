@@ -22,6 +22,9 @@ use std::fmt::Write as _;
 pub struct Ack {
     pub producer: String,
     pub partition: i32,
+    /// -1 when the acknowledgement carried no offset (librdkafka reports a retried batch the
+    /// broker recognised as a duplicate that way when it cannot tell the original offset);
+    /// such a record must still be committed exactly once, but its position is not checked.
     pub offset: i64,
     pub value: String,
 }
@@ -78,6 +81,8 @@ pub struct Report {
     pub duplicated: usize,
     /// Acknowledged records found at another offset than acknowledged.
     pub misplaced: usize,
+    /// Acknowledgements without an offset (found or lost like the others, position unchecked).
+    pub acknowledged_without_offset: usize,
     /// Acknowledged records found before an earlier acknowledgement of the same producer
     /// and partition.
     pub out_of_order: usize,
@@ -126,9 +131,11 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "misplaced {}, out of order {}, replicas behind (outside ISR) {}, unacknowledged \
-             present {}, uncommitted tail {}, consumed {}, phantom reads {}",
+            "misplaced {}, out of order {}, acknowledged without offset {}, replicas behind \
+             (outside ISR) {}, unacknowledged present {}, uncommitted tail {}, consumed {}, \
+             phantom reads {}",
             self.misplaced,
+            self.acknowledged_without_offset,
             self.out_of_order,
             self.behind,
             self.unacknowledged_present,
@@ -213,6 +220,10 @@ pub fn check(acks: &[Ack], consumed: &[Consumed], partitions: &[PartitionState])
             continue;
         };
         r.found += 1;
+        if a.offset < 0 {
+            r.acknowledged_without_offset += 1;
+            continue;
+        }
         if offset != a.offset {
             r.misplaced += 1;
             r.problem(format!(
@@ -405,6 +416,14 @@ mod tests {
         // "c" is past the high watermark; "b" is committed but at offset 1, not 5.
         assert_eq!((r.found, r.lost, r.misplaced), (2, 1, 1), "{}", r.summary());
         assert_eq!(r.uncommitted, 1);
+    }
+
+    #[test]
+    fn an_acknowledgement_without_offset_is_checked_for_presence_only() {
+        let acks = [ack(0, 0, "a"), ack(0, -1, "b"), ack(0, -1, "z")];
+        let r = check(&acks, &[], &[state(3, vec![log(1, ABC)])]);
+        assert_eq!((r.found, r.lost, r.misplaced), (2, 1, 0), "{}", r.summary());
+        assert_eq!(r.acknowledged_without_offset, 1);
     }
 
     #[test]

@@ -135,11 +135,16 @@ fn process_holds(pid: u32, target: &str) -> bool {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProxyStats {
     pub accepted: u64,
+    /// Accepted connections whose source was found to be a node's process.
+    pub from_nodes: u64,
     pub forwarded: u64,
     /// Accepted while the network forbade it, and held without forwarding.
     pub blackholed: u64,
     /// Forwarded connections closed because the network changed.
     pub cut: u64,
+    /// Connections open now, and how many of them are black-holed.
+    pub open: usize,
+    pub held_now: usize,
 }
 
 struct Tracked {
@@ -157,6 +162,7 @@ struct Shared {
     next_id: AtomicU64,
     stop: AtomicBool,
     accepted: AtomicU64,
+    from_nodes: AtomicU64,
     forwarded: AtomicU64,
     blackholed: AtomicU64,
     cut: AtomicU64,
@@ -216,6 +222,7 @@ impl Proxy {
             next_id: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             accepted: AtomicU64::new(0),
+            from_nodes: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
             blackholed: AtomicU64::new(0),
             cut: AtomicU64::new(0),
@@ -276,8 +283,15 @@ impl Proxy {
 
     pub fn stats(&self) -> ProxyStats {
         let s = &self.shared;
+        let (open, held_now) = {
+            let conns = s.conns();
+            (conns.len(), conns.values().filter(|t| t.held).count())
+        };
         ProxyStats {
+            open,
+            held_now,
             accepted: s.accepted.load(Ordering::Relaxed),
+            from_nodes: s.from_nodes.load(Ordering::Relaxed),
             forwarded: s.forwarded.load(Ordering::Relaxed),
             blackholed: s.blackholed.load(Ordering::Relaxed),
             cut: s.cut.load(Ordering::Relaxed),
@@ -329,6 +343,9 @@ fn handle(client: TcpStream, shared: Arc<Shared>) {
         (Ok(peer), Ok(local)) => shared.network.identify(peer, local),
         _ => None,
     };
+    if source.is_some() {
+        shared.from_nodes.fetch_add(1, Ordering::Relaxed);
+    }
     if !shared.network.allows(source, shared.owner) {
         hold(client, source, &shared);
         return;

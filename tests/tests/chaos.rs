@@ -194,32 +194,82 @@ fn led_by(view: &[PartitionInfo], node: i32) -> Vec<i32> {
         .collect()
 }
 
-/// Waits until every partition in `led` has a leader other than `victim`.
-fn wait_moved(cluster: &Cluster, victim: i32, led: &[i32], since: Instant) -> Option<Duration> {
+/// Watches (bounded) what follows taking `victim` out: the active controller moving (if it
+/// was the controller) and every partition it led getting another leader, each timed from
+/// `since`; records the outage.
+#[allow(clippy::too_many_arguments)]
+fn observe_failover(
+    cluster: &mut Cluster,
+    log: &mut Log,
+    t0: Instant,
+    victim: usize,
+    led: &[i32],
+    was_controller: bool,
+    what: String,
+    at_ms: i64,
+    since: Instant,
+) {
+    let victim_id = cluster.node_id(victim);
     let deadline = since + FAILOVER_BOUND;
-    while Instant::now() < deadline {
-        let view = cluster.topic_view(TOPIC, false);
-        let moved = led.iter().all(|p| {
-            view.iter()
-                .any(|v| v.partition == *p && v.leader >= 0 && v.leader != victim)
-        });
-        if moved {
-            return Some(since.elapsed());
+    let mut moved = None;
+    let mut controller = None;
+    while Instant::now() < deadline && (moved.is_none() || (was_controller && controller.is_none()))
+    {
+        if moved.is_none() {
+            let view = cluster.topic_view(TOPIC, false);
+            let all_moved = led.iter().all(|p| {
+                view.iter()
+                    .any(|v| v.partition == *p && v.leader >= 0 && v.leader != victim_id)
+            });
+            if all_moved {
+                moved = Some(since.elapsed());
+            }
+        }
+        if was_controller
+            && controller.is_none()
+            && cluster.controller_leader().is_some_and(|c| c != victim)
+        {
+            controller = Some(since.elapsed());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    None
-}
-
-fn wait_new_controller(cluster: &mut Cluster, old: usize, since: Instant) -> Option<Duration> {
-    let deadline = since + FAILOVER_BOUND;
-    while Instant::now() < deadline {
-        if cluster.controller_leader().is_some_and(|c| c != old) {
-            return Some(since.elapsed());
+    if was_controller {
+        match controller {
+            Some(d) => log.controller_failovers.push(d),
+            None => {
+                let views = cluster.quorum_views();
+                log.event(
+                    t0,
+                    format!(
+                        "  no new controller leader within {FAILOVER_BOUND:?}; quorum views \
+                         (node index, leader, term): {views:?}"
+                    ),
+                );
+            }
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
-    None
+    let seen: Vec<String> = (0..cluster.len())
+        .filter(|i| *i != victim)
+        .filter_map(|i| {
+            cluster
+                .brokers_seen_by(i)
+                .ok()
+                .map(|b| format!("{}: {b:?}", cluster.node_id(i)))
+        })
+        .collect();
+    log.event(
+        t0,
+        format!(
+            "  new controller after {controller:?}, leaders moved after {moved:?}; unfenced \
+             brokers as each other node sees them: {seen:?}"
+        ),
+    );
+    log.outages.push(Outage {
+        what,
+        at_ms,
+        led: led.to_vec(),
+        leaders_moved: moved,
+    });
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -309,29 +359,17 @@ fn run_round(cluster: &mut Cluster, rng: &mut StdRng, log: &mut Log, t0: Instant
         Action::KillRandom | Action::KillController | Action::KillPartitionLeader => {
             cluster.kill(victim);
             log.event(t0, format!("SIGKILL {what}"));
-            let moved = wait_moved(cluster, victim_id, &led, since);
-            if was_controller {
-                match wait_new_controller(cluster, victim, since) {
-                    Some(d) => log.controller_failovers.push(d),
-                    None => {
-                        let views = cluster.quorum_views();
-                        log.event(
-                            t0,
-                            format!(
-                                "no new controller leader within {FAILOVER_BOUND:?}; quorum \
-                                 views (node index, leader, term): {views:?}"
-                            ),
-                        )
-                    }
-                }
-            }
-            log.event(t0, format!("  leaders moved: {moved:?}"));
-            log.outages.push(Outage {
+            observe_failover(
+                cluster,
+                log,
+                t0,
+                victim,
+                &led,
+                was_controller,
                 what,
                 at_ms,
-                led,
-                leaders_moved: moved,
-            });
+                since,
+            );
             std::thread::sleep(down_for);
             match cluster
                 .start_node(victim)
@@ -350,29 +388,17 @@ fn run_round(cluster: &mut Cluster, rng: &mut StdRng, log: &mut Log, t0: Instant
         Action::IsolateRandom | Action::IsolateController => {
             cluster.partition(victim);
             log.event(t0, format!("ISOLATE {what}"));
-            let moved = wait_moved(cluster, victim_id, &led, since);
-            if was_controller {
-                match wait_new_controller(cluster, victim, since) {
-                    Some(d) => log.controller_failovers.push(d),
-                    None => {
-                        let views = cluster.quorum_views();
-                        log.event(
-                            t0,
-                            format!(
-                                "no new controller leader within {FAILOVER_BOUND:?}; quorum \
-                                 views (node index, leader, term): {views:?}"
-                            ),
-                        )
-                    }
-                }
-            }
-            log.event(t0, format!("  leaders moved: {moved:?}"));
-            log.outages.push(Outage {
+            observe_failover(
+                cluster,
+                log,
+                t0,
+                victim,
+                &led,
+                was_controller,
                 what,
                 at_ms,
-                led,
-                leaders_moved: moved,
-            });
+                since,
+            );
             std::thread::sleep(hold.saturating_sub(since.elapsed()));
             cluster.heal(victim);
             log.event(t0, format!("  healed node {victim_id}"));
@@ -544,6 +570,20 @@ fn chaos_loses_no_acknowledged_record() {
                 }
             }
         }
+    }
+    // After the final heal no proxy may still hold a black-holed connection.
+    let mut proxy_lines = Vec::new();
+    for i in 0..cluster.len() {
+        let (client, controller) = cluster.proxy_stats(i);
+        proxy_lines.push(format!(
+            "node {} proxies: client {client:?}; controller {controller:?}",
+            cluster.node_id(i)
+        ));
+        assert_eq!(
+            client.held_now + controller.held_now,
+            0,
+            "black-holed connections left after healing: {client:?} {controller:?}"
+        );
     }
     let forced = cluster.stop_all(Duration::from_secs(20));
     let mut crashed_lines: Vec<String> = Vec::new();
@@ -784,6 +824,9 @@ fn chaos_loses_no_acknowledged_record() {
          exited on their own: {crashes}; SIGKILLed at the final stop: {forced:?}",
         log.recover_failures
     );
+    for l in &proxy_lines {
+        let _ = writeln!(out, "  {l}");
+    }
     for o in &log.outages {
         let _ = writeln!(
             out,
