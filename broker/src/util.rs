@@ -78,4 +78,3 @@ mod tests {
         assert_eq!(uuid_from_base64("not base64"), None);
     }
 }
-
