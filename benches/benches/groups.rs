@@ -6,9 +6,10 @@
 //!   tenth member's first JoinGroup to the moment all ten have their SyncGroup answer for the
 //!   new generation; then the time from one member's LeaveGroup to the moment the nine others
 //!   have synced again. Members heartbeat every `FJORD_BENCH_HEARTBEAT_MS` (default 100 ms), and
-//!   the members already in the group only learn of a rebalance from a heartbeat answer, so that
-//!   interval bounds the figure from below; the "after last rejoin" column leaves that
-//!   discovery out (from the last member's JoinGroup to the last SyncGroup answer).
+//!   the members already in the group only learn of a rebalance from a heartbeat answer, so the
+//!   figure includes up to one heartbeat interval of discovery (each round starts at a random
+//!   point of the heartbeat cycle); the "from the last JoinGroup" line leaves the discovery
+//!   out (from the last member's JoinGroup to the last SyncGroup answer).
 //! - The same for a KIP-848 consumer group of ten members (ConsumerGroupHeartbeat every
 //!   heartbeat interval): time from the tenth member's first heartbeat to the group having
 //!   converged (every member at the target epoch, every partition owned exactly once), and from
@@ -18,7 +19,8 @@
 //!   partition of a simple group.
 //!
 //! Run: `cargo bench -p fjord-benches --bench groups`. Environment: `FJORD_BENCH_SECS` (seconds
-//! per commit phase, default 5), `FJORD_BENCH_ROUNDS` (rebalance rounds, default 5).
+//! per commit phase, default 5), `FJORD_BENCH_ROUNDS` (rebalance rounds, default 10),
+//! `FJORD_BENCH_HEARTBEAT_MS` (default 100), `FJORD_BENCH_WINDOW` (default 32).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -48,6 +50,21 @@ const PARTITIONS: i32 = 10;
 const MEMBERS: usize = 10;
 const MEMBER_ID_REQUIRED: i16 = 79;
 const REBALANCE_IN_PROGRESS: i16 = 27;
+
+/// A pause of three heartbeat intervals plus a random part of one, so that measurements do
+/// not start at the same point of the members' heartbeat cycle every round (they tend to
+/// heartbeat in step after a rebalance).
+fn pause(heartbeat: Duration) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut x = u64::from(nanos) | 1;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    let jitter = heartbeat.mul_f64((x % 1000) as f64 / 1000.0);
+    thread::sleep(heartbeat * 3 + jitter);
+}
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
@@ -350,7 +367,7 @@ fn classic_rebalances(bootstrap: &str, heartbeat: Duration, rounds: usize) -> Ro
     };
     for next in MEMBERS - 1..MEMBERS - 1 + rounds {
         // Let heartbeats fall at their usual phase before measuring.
-        thread::sleep(heartbeat * 3);
+        pause(heartbeat);
         let started = Instant::now();
         members.insert(
             next,
@@ -363,7 +380,7 @@ fn classic_rebalances(bootstrap: &str, heartbeat: Duration, rounds: usize) -> Ro
         out.join_coordinator
             .push(synced.saturating_duration_since(last_join));
 
-        thread::sleep(heartbeat * 3);
+        pause(heartbeat);
         let leaver = *members.keys().next().unwrap_or(&0);
         let started = Instant::now();
         if let Some(m) = members.remove(&leaver) {
@@ -560,7 +577,7 @@ fn consumer_rebalances(
     wait_converged(&rx, &mut state, &live);
     let (mut joins, mut leaves) = (Vec::new(), Vec::new());
     for next in MEMBERS - 1..MEMBERS - 1 + rounds {
-        thread::sleep(heartbeat * 3);
+        pause(heartbeat);
         let started = Instant::now();
         members.insert(
             next,
@@ -569,7 +586,7 @@ fn consumer_rebalances(
         let live: BTreeSet<usize> = members.keys().copied().collect();
         joins.push(wait_converged(&rx, &mut state, &live) - started);
 
-        thread::sleep(heartbeat * 3);
+        pause(heartbeat);
         let leaver = *members.keys().next().unwrap_or(&0);
         let started = Instant::now();
         if let Some(m) = members.remove(&leaver) {
@@ -683,7 +700,7 @@ fn main() {
         return;
     }
     let secs = env_num("FJORD_BENCH_SECS", 5) as f64;
-    let rounds = env_num("FJORD_BENCH_ROUNDS", 5) as usize;
+    let rounds = env_num("FJORD_BENCH_ROUNDS", 10) as usize;
     let heartbeat = Duration::from_millis(env_num("FJORD_BENCH_HEARTBEAT_MS", 100));
     let window = env_num("FJORD_BENCH_WINDOW", 32);
     let dir = tempfile::tempdir().expect("temp dir");
