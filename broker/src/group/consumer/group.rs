@@ -11,6 +11,7 @@ use crate::group::consumer::member::ConsumerMember;
 use crate::group::consumer::records::{ConsumerRecord, TopicMetadata};
 use crate::group::consumer::{Assignment, normalized};
 use crate::group::records::CoordinatorRecord;
+use crate::util::is_internal_topic;
 
 /// The state of a consumer group as ListGroups and ConsumerGroupDescribe report it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -32,14 +33,6 @@ impl ConsumerGroupState {
             ConsumerGroupState::Stable => "Stable",
         }
     }
-}
-
-/// Topics no subscription can name or match (Kafka's internal topics).
-pub fn is_internal_topic(name: &str) -> bool {
-    matches!(
-        name,
-        "__consumer_offsets" | "__transaction_state" | "__share_group_state"
-    )
 }
 
 pub struct ConsumerGroup {
@@ -291,6 +284,7 @@ impl ConsumerGroup {
                 image
                     .topic_names
                     .keys()
+                    // Internal topics are never matched, as in Kafka.
                     .filter(|n| !is_internal_topic(n) && re.is_match(n))
                     .cloned(),
             );

@@ -525,11 +525,20 @@ fn the_range_assignor_can_be_chosen() {
 #[test]
 fn regular_expressions_subscribe_to_matching_topics() {
     let (mut st, _) = shard(config());
-    let img = image(1, &[("orders-eu", 2), ("orders-us", 2), ("audit", 2)]);
+    let img = image(
+        1,
+        &[
+            ("orders-eu", 2),
+            ("orders-us", 2),
+            ("audit", 2),
+            ("__consumer_offsets", 3),
+        ],
+    );
     let mut c = Client::new("g", "a", &[]);
     let mut req = c.request();
     req.subscribed_topic_names = None;
-    req.subscribed_topic_regex = Some("orders-.*".into());
+    // A topic must match whole; internal topics never match.
+    req.subscribed_topic_regex = Some("orders-.*|__consumer_offsets|audi".into());
     let a = st.consumer_group_heartbeat(&req, &img).unwrap();
     c.epoch = a.member_epoch;
     let got = a.assignment.unwrap();
