@@ -193,8 +193,11 @@ fn create_topic(conn: &mut Conn, topic: &str, partitions: i32, configs: &[(&str,
 
 fn produce(conn: &mut Conn, topic: &str, n: usize) {
     let values: Vec<String> = (0..n).map(|i| format!("v{i}")).collect();
-    let kvs: Vec<fjord_storage::records::KeyValue<'_>> =
-        values.iter().map(|v| (None, Some(v.as_bytes()))).collect();
+    // Keyed: one of the topics is compacted, which refuses records without keys.
+    let kvs: Vec<fjord_storage::records::KeyValue<'_>> = values
+        .iter()
+        .map(|v| (Some(v.as_bytes()), Some(v.as_bytes())))
+        .collect();
     let records: Bytes = simple_batch(0, 1_700_000_000_000, Compression::None, &kvs);
     let req = ProduceRequest::default()
         .with_acks(-1)
