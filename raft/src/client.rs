@@ -20,6 +20,8 @@ use crate::records::decode_batch;
 
 /// Pause before trying again when no controller knows a leader (an election is running).
 const NO_LEADER_BACKOFF: Duration = Duration::from_millis(50);
+/// The shortest time one attempt at one controller gets before the next is tried.
+const MIN_ATTEMPT: Duration = Duration::from_secs(1);
 
 /// Sends requests to whichever controller is active, following NotController hints.
 pub struct ControllerClient {
@@ -97,9 +99,25 @@ impl ControllerClient {
                 }
             };
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let attempt = tokio::time::timeout(remaining, self.call_one(target, &req)).await;
+            // Half the budget per attempt (at least a second): a voter that does not answer
+            // (dead, or cut off by a partition) must leave time to ask another.
+            let budget = (remaining / 2).max(MIN_ATTEMPT).min(remaining);
+            let attempt = tokio::time::timeout(budget, self.call_one(target, &req)).await;
             match attempt {
-                Err(_) => break,
+                Err(_) => {
+                    // Forget it as the leader and go on with the next voter after it.
+                    let mut hint = self.leader_hint.lock();
+                    if *hint == Some(target) {
+                        *hint = None;
+                    }
+                    drop(hint);
+                    if let Some(i) = self.voters.iter().position(|v| v.id == target) {
+                        next = i + 1;
+                    }
+                    last_err = ControllerError::QuorumUnavailable(format!(
+                        "controller {target} did not answer within {budget:?}"
+                    ));
+                }
                 Ok(Ok(resp)) => {
                     *self.leader_hint.lock() = Some(target);
                     return Ok(resp);
