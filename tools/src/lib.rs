@@ -107,10 +107,12 @@ pub fn main() -> ExitCode {
             broker_cmd::run_broker(config, set)
         }
         Command::Completions { shell } => {
+            restore_sigpipe();
             clap_complete::generate(shell, &mut Cli::command(), "fjord", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
         command => {
+            restore_sigpipe();
             init_logging("warn");
             let result = run_admin(
                 command,
@@ -124,6 +126,16 @@ pub fn main() -> ExitCode {
                 Err(e) => report(&e, format),
             }
         }
+    }
+}
+
+/// Admin commands end quietly when their output pipe closes (`fjord topic list | head`), as
+/// Unix tools do, instead of panicking in `println!`. Rust ignores SIGPIPE by default; the
+/// broker keeps that (a client hanging up must not kill it), so only the CLI restores it.
+fn restore_sigpipe() {
+    // Safety: sets the disposition of one signal to its default before other threads exist.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
