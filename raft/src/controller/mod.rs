@@ -132,15 +132,19 @@ impl ControllerLogic {
     }
 
     /// Called when this node becomes the active controller, with the committed image. Every
-    /// broker gets a fresh session: its heartbeats went to the old leader.
+    /// broker gets a new session: its heartbeats went to the old leader. The session counts as
+    /// already half over, so a broker that died with the old controller (the usual case in
+    /// combined mode) is fenced half a timeout after the takeover rather than a whole one;
+    /// live brokers find the new leader and heartbeat well within that.
     pub fn become_leader(&mut self, image: &MetadataImage, now: Instant) {
         self.leader_start_offset = image.offset;
         self.sessions.clear();
+        let started = now.checked_sub(self.cfg.session_timeout / 2).unwrap_or(now);
         for b in image.brokers.values() {
             self.sessions.insert(
                 b.id,
                 Session {
-                    last_heartbeat: now,
+                    last_heartbeat: started,
                     registered_offset: None,
                     heard: false,
                 },

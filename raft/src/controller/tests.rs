@@ -730,3 +730,30 @@ fn the_periodic_check_restores_preferred_leaders() {
         );
     }
 }
+
+#[test]
+fn a_new_controller_fences_brokers_silent_since_the_takeover_after_half_a_session() {
+    let mut h = Harness::new();
+    for id in 1..=3 {
+        h.register(id, "r");
+    }
+    h.create("t", 3, 3).unwrap();
+    // Another node takes over (session timeout 5 s in the harness).
+    let image = h.image.clone();
+    h.logic.become_leader(&image, h.now);
+    h.now += Duration::from_millis(2000);
+    h.heartbeat(2);
+    h.heartbeat(3);
+    assert!(
+        h.logic.tick(&mut h.image, h.now).is_empty(),
+        "2 s is not enough"
+    );
+    h.now += Duration::from_millis(600);
+    h.logic.tick(&mut h.image, h.now);
+    assert!(
+        h.image.broker(1).unwrap().fenced,
+        "silent since the takeover"
+    );
+    assert!(!h.image.broker(2).unwrap().fenced);
+    assert!(!h.image.broker(3).unwrap().fenced);
+}
