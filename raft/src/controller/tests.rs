@@ -530,6 +530,25 @@ fn restarted_node_re_registers_at_once_after_a_controller_change() {
     assert!(matches!(resp, ControllerResponse::RegisterBroker(Err(ref e)) if e.code == 101));
 }
 
+/// The partition's leader sets its ISR (AlterPartition with the current epochs); asserts the
+/// controller took it.
+fn set_isr_as_leader(h: &mut Harness, topic: &str, partition: i32, isr: Vec<i32>) {
+    let p = h.image.partition(topic, partition).unwrap().clone();
+    let resp = h.call(ControllerRequest::AlterPartition(AlterPartition {
+        broker_id: p.leader,
+        broker_epoch: h.epochs[&p.leader],
+        topic_id: h.image.topic(topic).unwrap().id,
+        partition,
+        leader_epoch: p.leader_epoch,
+        partition_epoch: p.partition_epoch,
+        new_isr: isr,
+    }));
+    assert!(
+        matches!(resp, ControllerResponse::AlterPartition(Ok(_))),
+        "{resp:?}"
+    );
+}
+
 fn elect(
     h: &mut Harness,
     election_type: i8,
@@ -579,15 +598,7 @@ fn preferred_elections_give_leadership_back_to_the_first_replica() {
     // Back and in the ISR again: a preferred election moves leadership and bumps the epoch.
     h.heartbeat(preferred);
     let p = h.image.partition("p", 0).unwrap().clone();
-    h.call(ControllerRequest::AlterPartition(AlterPartition {
-        broker_id: p.leader,
-        broker_epoch: h.epochs[&p.leader],
-        topic_id: h.image.topic("p").unwrap().id,
-        partition: 0,
-        leader_epoch: p.leader_epoch,
-        partition_epoch: p.partition_epoch,
-        new_isr: p.replicas.clone(),
-    }));
+    set_isr_as_leader(&mut h, "p", 0, p.replicas.clone());
     assert_eq!(elect(&mut h, 0, one)[0].2, Ok(()));
     let after = h.image.partition("p", 0).unwrap();
     assert_eq!(after.leader, preferred);
@@ -613,15 +624,7 @@ fn unclean_elections_only_when_the_topic_allows_or_an_admin_asks() {
         *p.replicas.iter().find(|r| **r != p.leader).unwrap(),
     );
     // The ISR shrinks to the leader, which then dies: no clean candidate is left.
-    h.call(ControllerRequest::AlterPartition(AlterPartition {
-        broker_id: leader,
-        broker_epoch: h.epochs[&leader],
-        topic_id: h.image.topic("u").unwrap().id,
-        partition: 0,
-        leader_epoch: p.leader_epoch,
-        partition_epoch: p.partition_epoch,
-        new_isr: vec![leader],
-    }));
+    set_isr_as_leader(&mut h, "u", 0, vec![leader]);
     fence(&mut h, leader);
     let p = h.image.partition("u", 0).unwrap().clone();
     assert_eq!((p.leader, p.isr.clone()), (NO_LEADER, vec![leader]));
@@ -649,15 +652,7 @@ fn unclean_elections_only_when_the_topic_allows_or_an_admin_asks() {
     });
     let p = h.image.partition("auto", 0).unwrap().clone();
     let survivor = *p.replicas.iter().find(|r| **r != p.leader).unwrap();
-    h.call(ControllerRequest::AlterPartition(AlterPartition {
-        broker_id: p.leader,
-        broker_epoch: h.epochs[&p.leader],
-        topic_id: h.image.topic("auto").unwrap().id,
-        partition: 0,
-        leader_epoch: p.leader_epoch,
-        partition_epoch: p.partition_epoch,
-        new_isr: vec![p.leader],
-    }));
+    set_isr_as_leader(&mut h, "auto", 0, vec![p.leader]);
     h.heartbeat(survivor);
     fence(&mut h, p.leader);
     let after = h.image.partition("auto", 0).unwrap();
@@ -691,15 +686,7 @@ fn the_periodic_check_restores_preferred_leaders() {
     for i in 0..6 {
         let p = h.image.partition("b", i).unwrap().clone();
         if !p.isr.contains(&1) {
-            h.call(ControllerRequest::AlterPartition(AlterPartition {
-                broker_id: p.leader,
-                broker_epoch: h.epochs[&p.leader],
-                topic_id: h.image.topic("b").unwrap().id,
-                partition: i,
-                leader_epoch: p.leader_epoch,
-                partition_epoch: p.partition_epoch,
-                new_isr: p.replicas.clone(),
-            }));
+            set_isr_as_leader(&mut h, "b", i, p.replicas.clone());
         }
     }
     for i in &prefers_1 {
