@@ -30,6 +30,11 @@ pub const FINAL_EPOCH: i32 = -1;
 /// `min.incremental.fetch.session.eviction.ms`, default 120 s).
 const MIN_EVICTABLE_IDLE: Duration = Duration::from_secs(120);
 
+/// Most partitions one session remembers. Incremental requests add partitions across requests,
+/// so without a bound a client could grow a session without limit; past it the session is
+/// closed and the request served without one (the client then sends full requests again).
+pub const MAX_SESSION_PARTITIONS: usize = 100_000;
+
 /// How a request names its topics: by name before Fetch v13, by id from v13.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum TopicKey {
@@ -93,7 +98,26 @@ struct Session {
     uses_topic_ids: bool,
     /// In the order partitions were added (responses keep it).
     partitions: Vec<CachedPartition>,
+    /// Position of each partition in `partitions`, so requests cost per partition they name
+    /// rather than per partition the session holds.
+    index: HashMap<(TopicKey, i32), usize>,
     last_used: Instant,
+}
+
+impl Session {
+    fn reindex(&mut self) {
+        self.index = self
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.key(), i))
+            .collect();
+    }
+
+    fn get_mut(&mut self, topic: &TopicKey, partition: i32) -> Option<&mut CachedPartition> {
+        let i = *self.index.get(&(topic.clone(), partition))?;
+        self.partitions.get_mut(i)
+    }
 }
 
 /// The Kafka error a session request failed with.
@@ -170,22 +194,26 @@ impl FetchSessionCache {
             return Err(SessionError::TopicIdMismatch);
         }
         for p in changed {
-            match session.partitions.iter_mut().find(|c| c.key() == p.key()) {
+            match session.get_mut(&p.topic, p.partition) {
                 Some(c) => {
                     c.fetch_offset = p.fetch_offset;
                     c.max_bytes = p.max_bytes;
                     c.current_leader_epoch = p.current_leader_epoch;
                 }
-                None => session.partitions.push(p),
+                None => {
+                    session.index.insert(p.key(), session.partitions.len());
+                    session.partitions.push(p);
+                }
             }
         }
-        session.partitions.retain(|c| {
-            !forgotten
-                .iter()
-                .any(|(t, i)| *t == c.topic && *i == c.partition)
-        });
-        if session.partitions.is_empty() {
-            // Kafka closes a session that has nothing left and serves the request without one.
+        if !forgotten.is_empty() {
+            let gone: std::collections::HashSet<&(TopicKey, i32)> = forgotten.iter().collect();
+            session.partitions.retain(|c| !gone.contains(&c.key()));
+            session.reindex();
+        }
+        if session.partitions.is_empty() || session.partitions.len() > MAX_SESSION_PARTITIONS {
+            // Kafka closes a session that has nothing left and serves the request without one;
+            // an oversized one goes the same way.
             sessions.remove(&session_id);
             return Ok(FetchContext::Sessionless);
         }
@@ -204,7 +232,7 @@ impl FetchSessionCache {
         partitions: Vec<(CachedPartition, Answered)>,
     ) -> i32 {
         let mut sessions = self.inner.lock();
-        if self.max_slots == 0 {
+        if self.max_slots == 0 || partitions.len() > MAX_SESSION_PARTITIONS {
             return 0;
         }
         if sessions.len() >= self.max_slots {
@@ -234,15 +262,15 @@ impl FetchSessionCache {
                 c
             })
             .collect();
-        sessions.insert(
-            id,
-            Session {
-                epoch: next_epoch(INITIAL_EPOCH),
-                uses_topic_ids,
-                partitions,
-                last_used: Instant::now(),
-            },
-        );
+        let mut session = Session {
+            epoch: next_epoch(INITIAL_EPOCH),
+            uses_topic_ids,
+            partitions,
+            index: HashMap::new(),
+            last_used: Instant::now(),
+        };
+        session.reindex();
+        sessions.insert(id, session);
         id
     }
 
@@ -254,11 +282,7 @@ impl FetchSessionCache {
         let mut include = Vec::with_capacity(answered.len());
         let mut session = session;
         for (topic, partition, a) in answered {
-            let cached = session.as_mut().and_then(|s| {
-                s.partitions
-                    .iter_mut()
-                    .find(|c| c.topic == *topic && c.partition == *partition)
-            });
+            let cached = session.as_mut().and_then(|s| s.get_mut(topic, *partition));
             include.push(match cached {
                 Some(c) => {
                     let changed = a.has_records
@@ -395,6 +419,24 @@ mod tests {
         assert!(open(&cache) > 0);
         assert_eq!(open(&cache), 0);
         assert_eq!(FetchSessionCache::new(0).create(false, vec![]), 0);
+    }
+
+    #[test]
+    fn sessions_stop_growing_at_the_partition_bound() {
+        let cache = FetchSessionCache::new(10);
+        let too_many: Vec<(CachedPartition, Answered)> = (0..=MAX_SESSION_PARTITIONS as i32)
+            .map(|p| (part("big", p, 0), answered(false, 0)))
+            .collect();
+        assert_eq!(cache.create(false, too_many), 0);
+        let id = open(&cache);
+        let more: Vec<CachedPartition> = (2..=MAX_SESSION_PARTITIONS as i32)
+            .map(|p| part("a", p, 0))
+            .collect();
+        assert_eq!(
+            cache.begin(id, 1, false, more, &[]),
+            Ok(FetchContext::Sessionless)
+        );
+        assert!(cache.is_empty());
     }
 
     #[test]

@@ -24,6 +24,7 @@ use crate::broker::Broker;
 use crate::codes;
 use crate::dispatch::{Reply, RequestContext};
 use crate::partition::{Commit, Partition, PartitionError};
+use crate::replicas::TopicSettings;
 use crate::util::{is_internal_topic, str_bytes};
 
 /// What an acks=-1 answer waits for: records below `offset`, written in `epoch`, committed
@@ -70,10 +71,14 @@ pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) ->
     // Appends that may fsync or recompress run with the worker thread handed over to the
     // runtime's other tasks, so connections sharing the thread keep being served. They stay
     // synchronous so a connection's pipelined produces append in the order they were sent.
-    let mut topics = if may_block(broker, &ctx, &req) {
-        in_blocking_section(|| append_all(broker, &ctx, &req))
+    let resolved = resolve_topics(broker, &ctx, &req);
+    let mut topics = if resolved
+        .iter()
+        .any(|(_, s)| s.as_ref().is_some_and(|s| s.appends_may_block))
+    {
+        in_blocking_section(|| append_all(broker, &ctx, &req, resolved))
     } else {
-        append_all(broker, &ctx, &req)
+        append_all(broker, &ctx, &req, resolved)
     };
     if acks == 0 {
         return Reply::Now(None);
@@ -117,10 +122,32 @@ pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) ->
 }
 
 /// Validates and appends every partition's records; the answers, plus what acks=-1 waits for.
+/// Each request topic's name (v13 names topics by id only) and settings, looked up once.
+type Resolved = Vec<(Option<String>, Option<Arc<TopicSettings>>)>;
+
+fn resolve_topics(broker: &Broker, ctx: &RequestContext, req: &ProduceRequest) -> Resolved {
+    let image = broker.image();
+    req.topic_data
+        .iter()
+        .map(|t| {
+            let name = if ctx.version() >= 13 {
+                image.topic_by_id(&t.topic_id).map(|t| t.name.clone())
+            } else {
+                Some(t.name.as_str().to_string())
+            };
+            let settings = name
+                .as_deref()
+                .and_then(|n| broker.replicas.topic_settings(n));
+            (name, settings)
+        })
+        .collect()
+}
+
 fn append_all(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     req: &ProduceRequest,
+    resolved: Resolved,
 ) -> Vec<(TopicProduceResponse, Vec<Outcome>)> {
     let acks = req.acks;
     let image = broker.image();
@@ -130,16 +157,7 @@ fn append_all(
     let transactional = req.transactional_id.is_some() || has_transactional_batches(req);
     let mut topics: Vec<(TopicProduceResponse, Vec<Outcome>)> =
         Vec::with_capacity(req.topic_data.len());
-    for topic in &req.topic_data {
-        // v13 names topics by id only.
-        let name = if ctx.version() >= 13 {
-            image.topic_by_id(&topic.topic_id).map(|t| t.name.clone())
-        } else {
-            Some(topic.name.as_str().to_string())
-        };
-        let settings = name
-            .as_deref()
-            .and_then(|n| broker.replicas.topic_settings(n));
+    for (topic, (name, settings)) in req.topic_data.iter().zip(resolved) {
         let mut outcomes = Vec::with_capacity(topic.partition_data.len());
         for p in &topic.partition_data {
             let outcome = (|| {
@@ -228,20 +246,6 @@ fn append_all(
         topics.push((head, outcomes));
     }
     topics
-}
-
-/// Whether any topic of the request has appends that may block (see `TopicSettings`).
-fn may_block(broker: &Broker, ctx: &RequestContext, req: &ProduceRequest) -> bool {
-    let image = broker.image();
-    req.topic_data.iter().any(|t| {
-        let name = if ctx.version() >= 13 {
-            image.topic_by_id(&t.topic_id).map(|t| t.name.clone())
-        } else {
-            Some(t.name.as_str().to_string())
-        };
-        name.and_then(|n| broker.replicas.topic_settings(&n))
-            .is_some_and(|s| s.appends_may_block)
-    })
 }
 
 /// Runs `f` on this worker thread after handing the thread's other tasks to the runtime
