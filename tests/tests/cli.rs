@@ -927,3 +927,24 @@ fn interoperates_with_librdkafka() {
         json!([{"key": "x", "value": "y"}, {"key": "x", "value": "z"}])
     );
 }
+
+/// An admin command whose output pipe closes ends quietly (SIGPIPE) instead of panicking.
+#[test]
+fn a_closed_output_pipe_ends_the_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    // The bash completion script (about 84 KB) is larger than a pipe's buffer, so writing it
+    // must meet the closed read end.
+    let mut child = Command::new(BIN)
+        .args(["completions", "bash"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let status = wait_bounded(&mut child, Duration::from_secs(30)).expect("fjord exited");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(status.signal(), Some(libc::SIGPIPE), "{status:?} {stderr}");
+}

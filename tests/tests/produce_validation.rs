@@ -44,6 +44,20 @@ fn log_end(conn: &mut Conn, topic: &str) -> i64 {
     resp.topics[0].partitions[0].offset
 }
 
+/// FindCoordinator until the group coordinator answers, which creates `__consumer_offsets`.
+fn wait_for_offsets_topic(conn: &mut Conn) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let req = kafka_protocol::messages::FindCoordinatorRequest::default()
+            .with_key(kafka_protocol::protocol::StrBytes::from_static_str("g"));
+        if conn.call(3, &req).error_code == 0 {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no group coordinator");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn keyless_records_on_compacted_topics_and_out_of_range_timestamps_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -107,17 +121,8 @@ fn keyless_records_on_compacted_topics_and_out_of_range_timestamps_are_refused()
     assert_eq!(log_end(&mut conn, "plain"), 1);
     assert_eq!(log_end(&mut conn, "bounded"), 0);
 
-    // Clients may not write the coordinators' topics (FindCoordinator creates it first).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let req = kafka_protocol::messages::FindCoordinatorRequest::default()
-            .with_key(kafka_protocol::protocol::StrBytes::from_static_str("g"));
-        if conn.call(3, &req).error_code == 0 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "no group coordinator");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    // Clients may not write the coordinators' topics.
+    wait_for_offsets_topic(&mut conn);
     let record = [(Some(&b"k"[..]), Some(&b"v"[..]))];
     let p = conn.produce(
         9,
@@ -174,4 +179,53 @@ fn real_clients_see_invalid_record_for_keyless_records_on_compacted_topics() {
         );
     }
     assert_eq!(log_end(&mut conn, "compacted-clients"), 2);
+}
+
+/// Both real clients see INVALID_TIMESTAMP for a record two hours ahead of the broker's clock;
+/// librdkafka sees a topic error when it writes `__consumer_offsets`.
+#[test]
+fn real_clients_see_invalid_timestamp_and_internal_topic_refusals() {
+    let Some(py) = clients::python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(Path::new(BIN), dir.path(), &[]);
+    let mut conn = Conn::connect(&broker.bootstrap);
+    conn.create_topic("timed-clients", 1, &[]);
+    wait_for_offsets_topic(&mut conn);
+    let future = now_ms() + 2 * 3_600_000;
+    for (client, timestamp_error, topic_error) in [
+        ("rdkafka", "INVALID_TIMESTAMP", "TOPIC_EXCEPTION"),
+        ("kafka-python", "InvalidTimestampError", ""),
+    ] {
+        let produce = |topic: &str, record: serde_json::Value| {
+            let out = clients::run(
+                &py,
+                client,
+                "produce",
+                &json!({"bootstrap": broker.bootstrap, "topic": topic, "acks": "1",
+                "partition": 0, "timeout": 20, "records": [record],
+                "extra": if client == "rdkafka" {
+                    json!({"message.timeout.ms": 15000})
+                } else {
+                    json!({"request_timeout_ms": 15000})
+                }}),
+            );
+            out["results"][0]["error"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        };
+        let e = produce(
+            "timed-clients",
+            json!({"key": "k", "value": "v", "timestamp": future}),
+        );
+        assert!(e.contains(timestamp_error), "{client}: {e}");
+        // kafka-python refuses internal topics itself before sending anything.
+        if client == "rdkafka" {
+            let e = produce("__consumer_offsets", json!({"key": "k", "value": "v"}));
+            assert!(e.contains(topic_error), "{client}: {e}");
+        }
+    }
+    assert_eq!(log_end(&mut conn, "timed-clients"), 0);
 }
