@@ -317,14 +317,20 @@ fn expected_keys(from: usize, to: usize) -> BTreeSet<String> {
 fn wait_for_balance(env: &Env, members: &[&Member], partitions: i64) {
     let all: BTreeSet<i64> = (0..partitions).collect();
     wait_for("the group to balance", SETTLE, &env.broker, || {
+        // Every partition owned exactly once and the counts even (within one): KIP-848
+        // moves partitions one revocation at a time, so "all owned" alone also matches a
+        // transitional state where one member still holds a partition meant for another.
         let mut seen = BTreeSet::new();
+        let mut sizes = Vec::new();
         for m in members {
             let a = m.assignment()?;
             if a.is_empty() || a.iter().any(|p| !seen.insert(*p)) {
                 return None;
             }
+            sizes.push(a.len());
         }
-        (seen == all).then_some(())
+        let even = sizes.iter().max()? - sizes.iter().min()? <= 1;
+        (seen == all && even).then_some(())
     });
 }
 
