@@ -6,7 +6,9 @@
 //! per-record produce latency (send call to delivery callback) and the broker's CPU time per
 //! record; then one consumer reads the topic back from the start (page cache). Last, fixed-rate
 //! runs of 100-byte records with `acks=all`: 100,000/s with `linger.ms=1` and 1,000,000/s with
-//! `linger.ms=5`, latency counted from each record's intended send time.
+//! `linger.ms=5`, latency counted from each record's intended send time. Last, `fjord perf
+//! produce` run with the same settings right after librdkafka, side by side (issue #6: the
+//! CLI's figures agree with librdkafka's at a fixed rate).
 //!
 //! Run: `cargo bench -p fjord-benches --bench broker`. Environment:
 //! - `FJORD_BENCH_SECS`: seconds per produce phase (default 5; the fixed-rate runs take the same).
@@ -707,7 +709,169 @@ fn main() {
         }
         delete_topic(&rt, &admin, &topic);
     }
+    compare_with_fjord_perf(&settings, &rt, &admin, &bootstrap, &pid);
     println!();
     println!("load average at end: {}", load_average());
     drop(broker);
+}
+
+/// `fjord perf produce` (this package's broker binary is the same `fjord` main) against
+/// librdkafka, one after the other on the same broker, same topic shape and same settings.
+/// At a fixed rate both must report the rate they were given; as fast as possible the figures
+/// differ by what each client costs, so the client CPU columns are printed beside them.
+const PERF_RUNS: [(Option<u64>, &str, &str); 4] = [
+    (Some(100_000), "1", "all"),
+    (Some(1_000_000), LINGER_MS, "all"),
+    (None, LINGER_MS, "1"),
+    (None, LINGER_MS, "all"),
+];
+
+fn compare_with_fjord_perf(
+    settings: &Settings,
+    rt: &tokio::runtime::Runtime,
+    admin: &AdminClient<DefaultClientContext>,
+    bootstrap: &str,
+    pid: &str,
+) {
+    println!();
+    println!(
+        "fjord perf produce vs librdkafka, 100-byte records, 1 partition, same broker, one after \
+         the other; latency from intended send time at a fixed rate, from send otherwise"
+    );
+    println!(
+        "{:<32} {:>11} {:>11} {:>7} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9}",
+        "produce",
+        "rdkafka r/s",
+        "fjord r/s",
+        "ratio",
+        "rdk p50",
+        "fj p50",
+        "rdk p99",
+        "fj p99",
+        "rdk cpu",
+        "fj cpu",
+        "log check"
+    );
+    for (rate, linger_ms, acks) in PERF_RUNS {
+        let label = match rate {
+            Some(r) => format!("perf {}k/s linger={linger_ms} acks={acks}", r / 1000),
+            None => format!("perf max acks={acks}"),
+        };
+        if !settings.wants(&label) {
+            continue;
+        }
+        let topic = format!("bench-perf-{}-{acks}", rate.unwrap_or(0));
+        create_topic(rt, admin, &topic, 1);
+        let rdk = produce(&Run {
+            bootstrap,
+            broker_pid: pid,
+            topic: &topic,
+            partitions: 1,
+            size: 100,
+            acks,
+            linger_ms,
+            rate,
+            secs: settings.secs,
+            queue_messages: settings.queue_messages,
+        });
+        let fj = fjord_perf_produce(bootstrap, &topic, rate, linger_ms, acks, settings.secs);
+        let fj_rate = fj.report["records_per_sec"].as_f64().unwrap_or(f64::NAN);
+        let fj_ms = |q: &str| fj.report["latency_ms"][q].as_f64().unwrap_or(f64::NAN);
+        // Both tools' acknowledged counts against what the partition's log holds: the
+        // throughput figures rest on these counts.
+        let acked = rdk.delivered + fj.report["records"].as_u64().unwrap_or(0);
+        let end = end_offset(bootstrap, &topic);
+        let check = if end == Some(acked as i64) {
+            "ok".to_string()
+        } else {
+            format!("{end:?}!={acked}")
+        };
+        println!(
+            "{:<32} {:>11.0} {:>11.0} {:>7.3} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7.2} {:>7.2} {:>9}",
+            label,
+            rdk.records_per_sec(),
+            fj_rate,
+            fj_rate / rdk.records_per_sec(),
+            rdk.p50_ms,
+            fj_ms("p50"),
+            rdk.p99_ms,
+            fj_ms("p99"),
+            rdk.client_cpu.as_secs_f64() / rdk.secs,
+            fj.cpu.as_secs_f64() / fj.secs.max(1e-9),
+            check,
+        );
+        if rdk.failed > 0 || fj.report["errors"].as_u64() != Some(0) {
+            println!(
+                "    failures: librdkafka {} ({}), fjord perf {}",
+                rdk.failed,
+                rdk.first_error.unwrap_or_default(),
+                fj.report
+            );
+        }
+        delete_topic(rt, admin, &topic);
+    }
+}
+
+/// The partition-0 log end offset (high watermark) of `topic`.
+fn end_offset(bootstrap: &str, topic: &str) -> Option<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .ok()?;
+    consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .ok()
+        .map(|(_, high)| high)
+}
+
+struct PerfRun {
+    /// `fjord perf produce --output json`'s summary.
+    report: serde_json::Value,
+    /// CPU time of the `fjord perf` process, and its wall time.
+    cpu: Duration,
+    secs: f64,
+}
+
+fn fjord_perf_produce(
+    bootstrap: &str,
+    topic: &str,
+    rate: Option<u64>,
+    linger_ms: &str,
+    acks: &str,
+    secs: f64,
+) -> PerfRun {
+    let records = rate.map_or(u64::MAX / 2, |r| (r as f64 * secs) as u64);
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args([
+        "perf", "produce", topic, "--output", "json", "-b", bootstrap,
+    ])
+    .args(["-n", &records.to_string(), "--duration", &secs.to_string()])
+    .args(["-s", "100", "--acks", acks, "--linger-ms", linger_ms])
+    .args(["--batch-size", BATCH_BYTES]);
+    if let Some(r) = rate {
+        cmd.args(["--throughput", &r.to_string()]);
+    }
+    let before = children_cpu();
+    let started = Instant::now();
+    let out = cmd.output().expect("run fjord perf produce");
+    let secs = started.elapsed().as_secs_f64();
+    let cpu = children_cpu().saturating_sub(before);
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        serde_json::json!({
+            "errors": null,
+            "stdout": String::from_utf8_lossy(&out.stdout),
+            "stderr": String::from_utf8_lossy(&out.stderr),
+        })
+    });
+    PerfRun { report, cpu, secs }
+}
+
+/// User + system CPU of this process's waited-for children (the broker is never waited for
+/// while the benchmark runs, so the delta around one `fjord perf` run is that run's CPU).
+fn children_cpu() -> Duration {
+    // Safety: getrusage writes into the zeroed struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
