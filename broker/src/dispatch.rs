@@ -88,6 +88,8 @@ api_table! {
     DeleteRecords => handlers::delete_records::handle,
     DescribeTopicPartitions => handlers::describe_topic_partitions::handle,
     ElectLeaders => handlers::elect_leaders::handle,
+    AlterPartitionReassignments => handlers::reassignments::handle_alter,
+    ListPartitionReassignments => handlers::reassignments::handle_list,
     InitProducerId => handlers::init_producer_id::handle,
     FindCoordinator => handlers::groups::handle_find_coordinator,
     JoinGroup => handlers::groups::handle_join_group,

@@ -60,6 +60,8 @@ pub enum ControllerError {
     Unsupported(String),
     #[error("policy violation: {0}")]
     PolicyViolation(String),
+    #[error("no reassignment is in progress for {0}")]
+    NoReassignmentInProgress(String),
     /// An error a remote controller answered with, carried by its Kafka code.
     #[error("{message}")]
     Remote { code: i16, message: String },
@@ -92,6 +94,7 @@ impl ControllerError {
             IneligibleReplica(_) => 107,
             Unsupported(_) => 35,
             PolicyViolation(_) => 44,
+            NoReassignmentInProgress(_) => 85,
             Remote { code, .. } => *code,
         }
     }

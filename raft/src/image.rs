@@ -38,6 +38,34 @@ pub struct PartitionRegistration {
     pub leader: i32,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    /// A reassignment in progress: replicas being added (catching up) and being removed once
+    /// the added ones are in the ISR. Both are part of `replicas`; both empty otherwise.
+    pub adding_replicas: Vec<i32>,
+    pub removing_replicas: Vec<i32>,
+}
+
+impl PartitionRegistration {
+    pub fn reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replica set a reassignment is heading for (the current one when none runs).
+    pub fn target_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing_replicas.contains(r))
+            .collect()
+    }
+
+    /// The replica set before the reassignment started (what cancelling returns to).
+    pub fn original_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.adding_replicas.contains(r))
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,6 +194,8 @@ impl MetadataImage {
                     r.partition_id,
                     PartitionRegistration {
                         replicas: r.replicas.clone(),
+                        adding_replicas: r.adding_replicas.clone(),
+                        removing_replicas: r.removing_replicas.clone(),
                         isr: r.isr.clone(),
                         leader: r.leader,
                         leader_epoch: r.leader_epoch,
@@ -184,6 +214,12 @@ impl MetadataImage {
                 }
                 if let Some(replicas) = &r.replicas {
                     p.replicas = replicas.clone();
+                }
+                if let Some(adding) = &r.adding_replicas {
+                    p.adding_replicas = adding.clone();
+                }
+                if let Some(removing) = &r.removing_replicas {
+                    p.removing_replicas = removing.clone();
                 }
                 if r.leader != NO_LEADER_CHANGE && r.leader != p.leader {
                     p.leader = r.leader;
@@ -272,6 +308,8 @@ impl MetadataImage {
                     topic_id: t.id,
                     partition_id: *id,
                     replicas: p.replicas.clone(),
+                    adding_replicas: p.adding_replicas.clone(),
+                    removing_replicas: p.removing_replicas.clone(),
                     isr: p.isr.clone(),
                     leader: p.leader,
                     leader_epoch: p.leader_epoch,
@@ -376,6 +414,8 @@ mod tests {
             topic_id: id,
             partition_id: 0,
             replicas: vec![1, 2],
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
             isr: vec![1, 2],
             leader: 1,
             leader_epoch: 0,
@@ -388,6 +428,8 @@ mod tests {
             leader: NO_LEADER_CHANGE,
             isr: Some(vec![1]),
             replicas: None,
+            adding_replicas: None,
+            removing_replicas: None,
         }))
         .unwrap();
         let p = img.partition("t", 0).unwrap();
@@ -398,6 +440,8 @@ mod tests {
             leader: 2,
             isr: Some(vec![2]),
             replicas: None,
+            adding_replicas: None,
+            removing_replicas: None,
         }))
         .unwrap();
         let p = img.partition("t", 0).unwrap();

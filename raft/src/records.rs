@@ -81,6 +81,10 @@ pub struct PartitionRecord {
     pub leader: i32,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    /// Replicas being added / removed by a reassignment in progress (version 1+; Kafka's
+    /// `AddingReplicas` / `RemovingReplicas`). Both are also in `replicas`.
+    pub adding_replicas: Vec<i32>,
+    pub removing_replicas: Vec<i32>,
 }
 
 /// A change to an existing partition. Replay bumps the partition epoch, and the leader epoch
@@ -93,6 +97,9 @@ pub struct PartitionChangeRecord {
     pub leader: i32,
     pub isr: Option<Vec<i32>>,
     pub replicas: Option<Vec<i32>>,
+    /// A reassignment's adding / removing replicas (version 1+); `None` = unchanged.
+    pub adding_replicas: Option<Vec<i32>>,
+    pub removing_replicas: Option<Vec<i32>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,9 +197,9 @@ impl MetadataRecord {
             RegisterBroker(_) => (types::REGISTER_BROKER, 0),
             UnregisterBroker(_) => (types::UNREGISTER_BROKER, 0),
             Topic(_) => (types::TOPIC, 0),
-            Partition(_) => (types::PARTITION, 0),
+            Partition(_) => (types::PARTITION, 1),
             Config(_) => (types::CONFIG, 0),
-            PartitionChange(_) => (types::PARTITION_CHANGE, 0),
+            PartitionChange(_) => (types::PARTITION_CHANGE, 1),
             FenceBroker(_) => (types::FENCE_BROKER, 0),
             UnfenceBroker(_) => (types::UNFENCE_BROKER, 0),
             RemoveTopic(_) => (types::REMOVE_TOPIC, 0),
@@ -238,6 +245,8 @@ impl MetadataRecord {
                 put_varint(b, r.leader.into());
                 put_varint(b, r.leader_epoch.into());
                 put_varint(b, r.partition_epoch.into());
+                put_i32s(b, &r.adding_replicas);
+                put_i32s(b, &r.removing_replicas);
             }
             Config(r) => {
                 b.put_i8(r.resource_type.id());
@@ -251,6 +260,8 @@ impl MetadataRecord {
                 put_varint(b, r.leader.into());
                 put_opt_i32s(b, r.isr.as_deref());
                 put_opt_i32s(b, r.replicas.as_deref());
+                put_opt_i32s(b, r.adding_replicas.as_deref());
+                put_opt_i32s(b, r.removing_replicas.as_deref());
             }
             RemoveTopic(r) => put_uuid(b, &r.topic_id),
             FeatureLevel(r) => {
@@ -321,6 +332,9 @@ impl MetadataRecord {
                 leader: r.i32()?,
                 leader_epoch: r.i32()?,
                 partition_epoch: r.i32()?,
+                // Fields are decoded in the order written, so these come last.
+                adding_replicas: if version >= 1 { r.i32s()? } else { Vec::new() },
+                removing_replicas: if version >= 1 { r.i32s()? } else { Vec::new() },
             }),
             types::CONFIG => {
                 let id = r.u8()? as i8;
@@ -339,6 +353,8 @@ impl MetadataRecord {
                 leader: r.i32()?,
                 isr: opt_i32s(r)?,
                 replicas: opt_i32s(r)?,
+                adding_replicas: if version >= 1 { opt_i32s(r)? } else { None },
+                removing_replicas: if version >= 1 { opt_i32s(r)? } else { None },
             }),
             types::REMOVE_TOPIC => RemoveTopic(RemoveTopicRecord {
                 topic_id: r.uuid()?,
@@ -491,7 +507,8 @@ pub(crate) mod tests {
                 arb_ids(),
                 -1i32..6,
                 0i32..5,
-                0i32..5
+                0i32..5,
+                (arb_ids(), arb_ids())
             )
                 .prop_map(
                     |(
@@ -502,11 +519,14 @@ pub(crate) mod tests {
                         leader,
                         leader_epoch,
                         partition_epoch,
+                        (adding_replicas, removing_replicas),
                     )| {
                         Partition(PartitionRecord {
                             topic_id,
                             partition_id,
                             replicas,
+                            adding_replicas,
+                            removing_replicas,
                             isr,
                             leader,
                             leader_epoch,
@@ -519,17 +539,22 @@ pub(crate) mod tests {
                 0i32..4,
                 -2i32..6,
                 prop::option::of(arb_ids()),
-                prop::option::of(arb_ids())
+                prop::option::of(arb_ids()),
+                (prop::option::of(arb_ids()), prop::option::of(arb_ids()))
             )
-                .prop_map(|(topic_id, partition_id, leader, isr, replicas)| {
-                    PartitionChange(PartitionChangeRecord {
-                        topic_id,
-                        partition_id,
-                        leader,
-                        isr,
-                        replicas,
-                    })
-                }),
+                .prop_map(
+                    |(topic_id, partition_id, leader, isr, replicas, (adding, removing))| {
+                        PartitionChange(PartitionChangeRecord {
+                            topic_id,
+                            partition_id,
+                            leader,
+                            isr,
+                            replicas,
+                            adding_replicas: adding,
+                            removing_replicas: removing,
+                        })
+                    }
+                ),
             (
                 any::<bool>(),
                 "[a-c]{0,3}",
@@ -614,6 +639,63 @@ pub(crate) mod tests {
                     name: "t".into(),
                     topic_id: Uuid::from_u128(7)
                 })
+            ]
+        );
+    }
+
+    #[test]
+    fn version_zero_partition_records_read_without_reassignment_fields() {
+        // Logs written before reassignments existed hold v0 bodies that end after the
+        // partition epoch (records) and after the replicas (changes).
+        let mut buf = BytesMut::new();
+        buf.put_u8(BATCH_FORMAT);
+        put_uvarint(&mut buf, 2);
+        let mut body = BytesMut::new();
+        put_uuid(&mut body, &Uuid::from_u128(7));
+        put_varint(&mut body, 0);
+        put_i32s(&mut body, &[1, 2]);
+        put_i32s(&mut body, &[1]);
+        put_varint(&mut body, 1);
+        put_varint(&mut body, 3);
+        put_varint(&mut body, 4);
+        for (ty, body) in [(types::PARTITION, body.clone()), {
+            let mut c = BytesMut::new();
+            put_uuid(&mut c, &Uuid::from_u128(7));
+            put_varint(&mut c, 0);
+            put_varint(&mut c, i64::from(NO_LEADER_CHANGE));
+            put_opt_i32s(&mut c, Some(&[1, 2]));
+            put_opt_i32s(&mut c, None);
+            (types::PARTITION_CHANGE, c)
+        }] {
+            put_uvarint(&mut buf, ty);
+            put_uvarint(&mut buf, 0);
+            put_uvarint(&mut buf, body.len() as u64);
+            buf.put_slice(&body);
+        }
+        let recs = decode_batch(&buf).unwrap();
+        assert_eq!(
+            recs,
+            vec![
+                MetadataRecord::Partition(PartitionRecord {
+                    topic_id: Uuid::from_u128(7),
+                    partition_id: 0,
+                    replicas: vec![1, 2],
+                    isr: vec![1],
+                    leader: 1,
+                    leader_epoch: 3,
+                    partition_epoch: 4,
+                    adding_replicas: vec![],
+                    removing_replicas: vec![],
+                }),
+                MetadataRecord::PartitionChange(PartitionChangeRecord {
+                    topic_id: Uuid::from_u128(7),
+                    partition_id: 0,
+                    leader: NO_LEADER_CHANGE,
+                    isr: Some(vec![1, 2]),
+                    replicas: None,
+                    adding_replicas: None,
+                    removing_replicas: None,
+                }),
             ]
         );
     }

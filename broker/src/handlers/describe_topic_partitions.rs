@@ -259,6 +259,8 @@ mod tests {
                         p,
                         PartitionRegistration {
                             replicas: vec![1, 2],
+                            adding_replicas: Vec::new(),
+                            removing_replicas: Vec::new(),
                             isr: vec![1],
                             leader: 1,
                             leader_epoch: 3,

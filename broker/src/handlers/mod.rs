@@ -13,4 +13,5 @@ pub mod list_offsets;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
+pub mod reassignments;
 pub mod topics;

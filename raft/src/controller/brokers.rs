@@ -189,6 +189,8 @@ impl ControllerLogic {
                     leader,
                     isr: (isr != part.isr).then_some(isr),
                     replicas: None,
+                    adding_replicas: None,
+                    removing_replicas: None,
                 });
             }
         }
@@ -229,6 +231,8 @@ impl ControllerLogic {
                         leader,
                         isr: None,
                         replicas: None,
+                        adding_replicas: None,
+                        removing_replicas: None,
                     });
                 } else if part.replicas.contains(&id)
                     && super::elections::unclean_allowed(batch.image, &t.name)
@@ -240,6 +244,8 @@ impl ControllerLogic {
                         leader: id,
                         isr: Some(vec![id]),
                         replicas: None,
+                        adding_replicas: None,
+                        removing_replicas: None,
                     });
                 }
             }
@@ -333,13 +339,29 @@ impl ControllerLogic {
             return Ok(state(part));
         }
         let (topic_id, partition) = (a.topic_id, a.partition);
-        batch.emit(MetadataRecord::PartitionChange(PartitionChangeRecord {
-            topic_id,
-            partition_id: partition,
-            leader: NO_LEADER_CHANGE,
-            isr: Some(isr),
-            replicas: None,
-        }))?;
+        // The ISR change that brings a reassignment's last target replica in sync also
+        // finishes the reassignment, in the same record.
+        let next = crate::image::PartitionRegistration {
+            isr: isr.clone(),
+            ..part.clone()
+        };
+        let change = match super::reassignments::complete(batch, &next) {
+            Some(done) => PartitionChangeRecord {
+                topic_id,
+                partition_id: partition,
+                ..done
+            },
+            None => PartitionChangeRecord {
+                topic_id,
+                partition_id: partition,
+                leader: NO_LEADER_CHANGE,
+                isr: Some(isr),
+                replicas: None,
+                adding_replicas: None,
+                removing_replicas: None,
+            },
+        };
+        batch.emit(MetadataRecord::PartitionChange(change))?;
         let part = batch
             .image
             .topic_by_id(&topic_id)

@@ -205,5 +205,7 @@ fn change(
         leader,
         isr,
         replicas: None,
+        adding_replicas: None,
+        removing_replicas: None,
     }
 }

@@ -11,6 +11,7 @@ pub mod alter_configs;
 pub mod brokers;
 pub mod elections;
 pub mod placement;
+pub mod reassignments;
 pub mod requests;
 pub mod topics;
 
@@ -279,6 +280,28 @@ impl ControllerLogic {
                             p,
                             r.map_err(|(code, message)| ApiError { code, message }),
                         )
+                    })
+                    .collect(),
+            ),
+            Q::AlterPartitionReassignments {
+                partitions,
+                allow_replication_factor_change,
+            } => A::AlterPartitionReassignments(
+                partitions
+                    .iter()
+                    .map(|(topic, partition, target)| {
+                        let r = self
+                            .atomically(&mut batch, |c, b| {
+                                c.reassign_partition(
+                                    b,
+                                    topic,
+                                    *partition,
+                                    target.as_deref(),
+                                    *allow_replication_factor_change,
+                                )
+                            })
+                            .map_err(ApiError::from);
+                        (topic.clone(), *partition, r)
                     })
                     .collect(),
             ),

@@ -210,6 +210,11 @@ pub enum ControllerRequest {
         broker_id: i32,
         broker_epoch: i64,
     },
+    /// (topic, partition, target replicas or `None` to cancel) per partition.
+    AlterPartitionReassignments {
+        partitions: Vec<(String, i32, Option<Vec<i32>>)>,
+        allow_replication_factor_change: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,4 +229,6 @@ pub enum ControllerResponse {
     /// (topic, partition, result) per partition.
     ElectLeaders(Vec<(String, i32, ApiResult<()>)>),
     AllocateProducerIds(ApiResult<ProducerIdBlock>),
+    /// (topic, partition, result) per partition.
+    AlterPartitionReassignments(Vec<(String, i32, ApiResult<()>)>),
 }

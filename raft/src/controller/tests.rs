@@ -744,3 +744,155 @@ fn a_new_controller_fences_brokers_silent_since_the_takeover_after_half_a_sessio
     assert!(!h.image.broker(2).unwrap().fenced);
     assert!(!h.image.broker(3).unwrap().fenced);
 }
+
+fn reassign(
+    h: &mut Harness,
+    allow_rf_change: bool,
+    partitions: Vec<(&str, i32, Option<Vec<i32>>)>,
+) -> Vec<Result<(), i16>> {
+    let resp = h.call(ControllerRequest::AlterPartitionReassignments {
+        partitions: partitions
+            .into_iter()
+            .map(|(t, p, r)| (t.to_string(), p, r))
+            .collect(),
+        allow_replication_factor_change: allow_rf_change,
+    });
+    let ControllerResponse::AlterPartitionReassignments(r) = resp else {
+        panic!("{resp:?}")
+    };
+    r.into_iter()
+        .map(|(_, _, r)| r.map_err(|e| e.code))
+        .collect()
+}
+
+fn create_on(h: &mut Harness, name: &str, replicas: Vec<i32>) {
+    let resp = h.call(ControllerRequest::CreateTopics {
+        topics: vec![CreatableTopic {
+            name: name.into(),
+            num_partitions: -1,
+            replication_factor: -1,
+            assignments: vec![(0, replicas)],
+            configs: vec![],
+        }],
+        validate_only: false,
+    });
+    assert!(
+        matches!(&resp, ControllerResponse::CreateTopics(v) if v[0].1.is_ok()),
+        "{resp:?}"
+    );
+}
+
+#[test]
+fn a_reassignment_adds_catches_up_then_switches_and_removes() {
+    let mut h = Harness::new();
+    for (id, rack) in [(1, "a"), (2, "b"), (3, "c"), (4, "a")] {
+        h.register(id, rack);
+    }
+    create_on(&mut h, "moving", vec![1, 2, 3]);
+    assert_eq!(
+        reassign(&mut h, true, vec![("moving", 0, Some(vec![4, 2, 3]))]),
+        vec![Ok(())]
+    );
+    let p = h.image.partition("moving", 0).unwrap().clone();
+    // Target first, then the replicas leaving; the leader stays until the switch.
+    assert_eq!(p.replicas, vec![4, 2, 3, 1]);
+    assert_eq!(
+        (p.adding_replicas.clone(), p.removing_replicas.clone()),
+        (vec![4], vec![1])
+    );
+    assert_eq!((p.leader, p.isr.clone()), (1, vec![1, 2, 3]));
+    // An ISR change without the new replica leaves the reassignment pending.
+    set_isr_as_leader(&mut h, "moving", 0, vec![1, 2]);
+    assert!(h.image.partition("moving", 0).unwrap().reassigning());
+    set_isr_as_leader(&mut h, "moving", 0, vec![1, 2, 3]);
+    // The new replica caught up: the same change completes the move, and the leader, which
+    // is being removed, hands over to the first target replica in sync.
+    let before = h.image.partition("moving", 0).unwrap().leader_epoch;
+    set_isr_as_leader(&mut h, "moving", 0, vec![1, 2, 3, 4]);
+    let p = h.image.partition("moving", 0).unwrap().clone();
+    assert_eq!(p.replicas, vec![4, 2, 3]);
+    assert_eq!(p.isr, vec![2, 3, 4]);
+    assert_eq!(p.leader, 4);
+    assert_eq!(p.leader_epoch, before + 1);
+    assert!(!p.reassigning());
+    // Nothing left to cancel.
+    assert_eq!(
+        reassign(&mut h, true, vec![("moving", 0, None)]),
+        vec![Err(85)]
+    );
+}
+
+#[test]
+fn reassignments_validate_cancel_and_restart_from_the_original_replicas() {
+    let mut h = Harness::new();
+    for (id, rack) in [(1, "a"), (2, "b"), (3, "c"), (4, "a"), (5, "b")] {
+        h.register(id, rack);
+    }
+    create_on(&mut h, "t", vec![1, 2, 3]);
+    let bad = reassign(
+        &mut h,
+        false,
+        vec![
+            ("t", 0, Some(vec![])),
+            ("t", 0, Some(vec![1, 1, 2])),
+            ("t", 0, Some(vec![1, 2, 9])),
+            ("t", 0, Some(vec![1, 2])),
+            ("t", 7, Some(vec![1, 2, 3])),
+            ("nope", 0, Some(vec![1, 2, 3])),
+        ],
+    );
+    assert_eq!(
+        bad,
+        vec![Err(39), Err(39), Err(39), Err(38), Err(3), Err(3)]
+    );
+    assert!(!h.image.partition("t", 0).unwrap().reassigning());
+
+    // Shrinking the replication factor needs no catching up: done at once (the ISR holds
+    // the whole target).
+    assert_eq!(
+        reassign(&mut h, true, vec![("t", 0, Some(vec![2, 3]))]),
+        vec![Ok(())]
+    );
+    let p = h.image.partition("t", 0).unwrap().clone();
+    assert_eq!((p.replicas, p.isr, p.leader), (vec![2, 3], vec![2, 3], 2));
+
+    // A move in progress, then another one: the second starts from the original replicas,
+    // and the first one's new replica leaves the ISR it had joined.
+    assert_eq!(
+        reassign(&mut h, true, vec![("t", 0, Some(vec![2, 4]))]),
+        vec![Ok(())]
+    );
+    set_isr_as_leader(&mut h, "t", 0, vec![2, 3]);
+    assert_eq!(
+        reassign(&mut h, true, vec![("t", 0, Some(vec![5, 3]))]),
+        vec![Ok(())]
+    );
+    let p = h.image.partition("t", 0).unwrap().clone();
+    assert_eq!(p.replicas, vec![5, 3, 2]);
+    assert_eq!(
+        (p.adding_replicas.clone(), p.removing_replicas.clone()),
+        (vec![5], vec![2])
+    );
+
+    // Cancelling returns to the original replica set (as in Kafka, the order is the merged
+    // list's minus the adding replicas, so the preferred leader may change).
+    assert_eq!(reassign(&mut h, true, vec![("t", 0, None)]), vec![Ok(())]);
+    let p = h.image.partition("t", 0).unwrap().clone();
+    assert_eq!(
+        (p.replicas.clone(), p.isr.clone(), p.leader),
+        (vec![3, 2], vec![2, 3], 2)
+    );
+    assert!(!p.reassigning());
+    // The snapshot carries a reassignment in progress.
+    assert_eq!(
+        reassign(&mut h, true, vec![("t", 0, Some(vec![2, 4]))]),
+        vec![Ok(())]
+    );
+    let mut rebuilt = MetadataImage::default();
+    rebuilt.apply_batch(0, &h.image.to_records());
+    assert_eq!(
+        rebuilt.partition("t", 0),
+        h.image.partition("t", 0),
+        "snapshot round trip"
+    );
+}

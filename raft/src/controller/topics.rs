@@ -295,6 +295,8 @@ fn emit_new_partitions(
             topic_id,
             partition_id: first + i as i32,
             replicas,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
             isr,
             leader,
             leader_epoch: 0,

@@ -55,6 +55,8 @@ fn image(offset: u64, topics: &[(&str, i32)]) -> MetadataImage {
                 p,
                 PartitionRegistration {
                     replicas: vec![1],
+                    adding_replicas: Vec::new(),
+                    removing_replicas: Vec::new(),
                     isr: vec![1],
                     leader: 1,
                     leader_epoch: 0,
