@@ -73,6 +73,8 @@ const BROKER_KEYS: &[&str] = &[
     "auto.leader.rebalance.enable",
     "leader.imbalance.check.interval.seconds",
     "leader.imbalance.per.broker.percentage",
+    // Consumer fetches from followers (KIP-392; crate::handlers::fetch).
+    "replica.selector.class",
     // Replication (crate::replication).
     "replica.lag.time.max.ms",
     "replica.fetch.wait.max.ms",
@@ -184,6 +186,39 @@ fn parse_http_listener(value: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
+/// Kafka's `replica.selector.class`: how a leader picks the replica a consumer should fetch
+/// from (KIP-392).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReplicaSelector {
+    /// Unset or empty (Kafka's default): consumers read from the leader.
+    #[default]
+    LeaderOnly,
+    /// `org.apache.kafka.common.replica.RackAwareReplicaSelector`: a consumer whose
+    /// `client.rack` names a rack holding an in-sync follower (and not the leader) is sent there.
+    RackAware,
+}
+
+/// The class name Kafka ships for rack-aware follower reads.
+pub const RACK_AWARE_REPLICA_SELECTOR: &str =
+    "org.apache.kafka.common.replica.RackAwareReplicaSelector";
+
+impl ReplicaSelector {
+    fn parse(value: Option<&str>) -> Result<ReplicaSelector, ConfigError> {
+        match value.map(str::trim) {
+            None | Some("") => Ok(ReplicaSelector::LeaderOnly),
+            Some(RACK_AWARE_REPLICA_SELECTOR) => Ok(ReplicaSelector::RackAware),
+            // Kafka loads any class implementing ReplicaSelector; Fjord has only this one, and
+            // a class it cannot honour is refused rather than silently served leader-only.
+            Some(other) => Err(invalid(
+                "replica.selector.class",
+                format!(
+                    "'{other}' is not supported (use {RACK_AWARE_REPLICA_SELECTOR} or leave it unset)"
+                ),
+            )),
+        }
+    }
+}
+
 /// The parsed broker configuration.
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
@@ -202,6 +237,8 @@ pub struct BrokerConfig {
     pub auto_create_topics_enable: bool,
     pub socket_request_max_bytes: usize,
     pub rack: Option<String>,
+    /// `replica.selector.class`
+    pub replica_selector: ReplicaSelector,
     pub session_timeout: Duration,
     /// `auto.leader.rebalance.enable`
     pub auto_leader_rebalance: bool,
@@ -403,6 +440,7 @@ impl BrokerConfig {
             auto_create_topics_enable: boolean("auto.create.topics.enable", true)?,
             socket_request_max_bytes,
             rack: get("broker.rack").map(str::to_string),
+            replica_selector: ReplicaSelector::parse(get("replica.selector.class"))?,
             session_timeout: ms("broker.session.timeout.ms", 9000)?,
             auto_leader_rebalance: boolean("auto.leader.rebalance.enable", true)?,
             leader_imbalance_check_interval: Duration::from_secs(int(
@@ -743,6 +781,31 @@ metadata.log.dir = "./data/metadata"
         assert_eq!(c.http_listener, Some("[::1]:0".parse().unwrap()));
         let e = props(&format!("{BASE}\nhttp.listener = \"localhost:9644\"\n")).unwrap_err();
         assert!(e.to_string().contains("http.listener"), "{e}");
+    }
+
+    #[test]
+    fn replica_selector_is_leader_only_unless_rack_aware_is_named() {
+        assert_eq!(
+            props(BASE).unwrap().replica_selector,
+            ReplicaSelector::LeaderOnly
+        );
+        let c = props(&format!("{BASE}\nreplica.selector.class = \"\"\n")).unwrap();
+        assert_eq!(c.replica_selector, ReplicaSelector::LeaderOnly);
+        let c = props(&format!(
+            "{BASE}\nreplica.selector.class = \"{RACK_AWARE_REPLICA_SELECTOR}\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.replica_selector, ReplicaSelector::RackAware);
+        // DescribeConfigs reports the broker keys as given.
+        assert_eq!(
+            c.raw.get("replica.selector.class").map(String::as_str),
+            Some(RACK_AWARE_REPLICA_SELECTOR)
+        );
+        let e = props(&format!(
+            "{BASE}\nreplica.selector.class = \"com.example.Nearest\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("replica.selector.class"), "{e}");
     }
 
     #[test]

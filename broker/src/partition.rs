@@ -5,6 +5,10 @@
 //! the leader's own log end, so it moves on every append; followers' offsets enter the same
 //! computation through [`Partition::on_follower_fetch`], which also tracks when each follower
 //! was last caught up (Kafka's `lastCaughtUpTimeMs`) for ISR expansion and shrinking.
+//!
+//! On a follower the high watermark is the leader's, as its fetch responses carry it
+//! ([`Partition::follow_high_watermark`]); consumers reading from the follower (KIP-392) wait on
+//! the same notification as on a leader.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -101,6 +105,32 @@ struct FollowerProgress {
     /// The leader's log end offset and the time at the follower's previous fetch.
     last_fetch_leader_leo: i64,
     last_fetch_ms: i64,
+    /// The follower's log start offset, as its last fetch gave it (-1: unknown).
+    log_start_offset: i64,
+}
+
+impl FollowerProgress {
+    /// Nothing heard from the follower yet in this leader epoch.
+    fn unknown(last_caught_up_ms: i64) -> FollowerProgress {
+        FollowerProgress {
+            log_end_offset: 0,
+            last_caught_up_ms,
+            last_fetch_leader_leo: 0,
+            last_fetch_ms: 0,
+            log_start_offset: -1,
+        }
+    }
+}
+
+/// An in-sync follower as the leader sees it, for choosing a consumer's read replica
+/// (Kafka's `ReplicaView`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FollowerView {
+    pub replica: i32,
+    /// -1 when the follower has not said.
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+    pub last_caught_up_ms: i64,
 }
 
 pub struct Partition {
@@ -201,15 +231,7 @@ impl Partition {
         }
         for r in s.replicas.iter().filter(|r| **r != self.local_id) {
             let caught_up = if s.isr.contains(r) { now } else { 0 };
-            followers.insert(
-                *r,
-                FollowerProgress {
-                    log_end_offset: 0,
-                    last_caught_up_ms: caught_up,
-                    last_fetch_leader_leo: 0,
-                    last_fetch_ms: 0,
-                },
-            );
+            followers.insert(*r, FollowerProgress::unknown(caught_up));
         }
     }
 
@@ -290,12 +312,9 @@ impl Partition {
     ) -> Option<PartitionState> {
         {
             let mut followers = self.followers.lock();
-            let p = followers.entry(replica).or_insert(FollowerProgress {
-                log_end_offset: 0,
-                last_caught_up_ms: 0,
-                last_fetch_leader_leo: 0,
-                last_fetch_ms: 0,
-            });
+            let p = followers
+                .entry(replica)
+                .or_insert(FollowerProgress::unknown(0));
             if fetch_offset >= leader_leo {
                 p.last_caught_up_ms = p.last_caught_up_ms.max(now_ms);
             } else if fetch_offset >= p.last_fetch_leader_leo {
@@ -369,6 +388,38 @@ impl Partition {
         self.maybe_advance_high_watermark();
     }
 
+    /// A follower's fetch said where its log starts (Fetch v5+ `log_start_offset`; -1 when
+    /// not given). Kept for read-replica selection: a follower that no longer has an offset
+    /// cannot serve it.
+    pub fn on_follower_log_start(&self, replica: i32, log_start_offset: i64) {
+        if let Some(p) = self.followers.lock().get_mut(&replica) {
+            p.log_start_offset = log_start_offset;
+        }
+    }
+
+    /// The ISR's followers that have fetched in this leader epoch, as we last heard from them
+    /// (empty unless we lead): the candidates a consumer may be sent to read from.
+    pub fn in_sync_followers(&self) -> Vec<FollowerView> {
+        let s = self.state.read();
+        if s.leader != self.local_id {
+            return Vec::new();
+        }
+        let followers = self.followers.lock();
+        s.isr
+            .iter()
+            .filter(|r| **r != self.local_id)
+            .filter_map(|r| {
+                let p = followers.get(r).filter(|p| p.last_fetch_ms > 0)?;
+                Some(FollowerView {
+                    replica: *r,
+                    log_start_offset: p.log_start_offset,
+                    log_end_offset: p.log_end_offset,
+                    last_caught_up_ms: p.last_caught_up_ms,
+                })
+            })
+            .collect()
+    }
+
     /// The log end offset of every follower we have heard from (tests, metrics).
     pub fn follower_log_end_offsets(&self) -> HashMap<i32, i64> {
         self.followers
@@ -396,6 +447,21 @@ impl Partition {
         drop(s);
         if hw > self.log.high_watermark() {
             self.log.set_high_watermark(hw);
+            self.hw_advanced.notify_waiters();
+        }
+    }
+
+    /// As a follower: the leader said its high watermark is `leader_hw`. Ours follows it, never
+    /// past our own log end, and waiters (consumers reading from this follower) are woken when
+    /// it advances. Ignored once we lead: then the ISR decides it.
+    pub fn follow_high_watermark(&self, leader_hw: i64) {
+        if leader_hw < 0 || self.is_leader() {
+            return;
+        }
+        let before = self.log.high_watermark();
+        self.log
+            .set_high_watermark(leader_hw.min(self.log.log_end_offset()));
+        if self.log.high_watermark() > before {
             self.hw_advanced.notify_waiters();
         }
     }

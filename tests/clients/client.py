@@ -8,6 +8,9 @@ Prints one JSON document on stdout; exits non-zero (with the error on stderr) on
 Keys, values and header values are UTF-8 strings in JSON (null for null). A record may give
 "value_size": N instead of a value, for a value of N bytes of b"x" (consumers then report
 "value_size" and a checksum instead of the bytes).
+
+consume takes an optional "client_rack" (librdkafka's client.rack, kafka-python's client_rack):
+the rack a fetch names, so a rack-aware broker can send the consumer to a follower (KIP-392).
 """
 
 import hashlib
@@ -80,13 +83,16 @@ def rd_produce(a):
 def rd_consume(a):
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({
+    conf = {
         "bootstrap.servers": a["bootstrap"],
         # librdkafka wants a group id even for manual assignment; no group APIs are used.
         "group.id": "fjord-test",
         "enable.auto.commit": False,
         "fetch.wait.max.ms": 100,
-    })
+    }
+    if a.get("client_rack") is not None:
+        conf["client.rack"] = a["client_rack"]
+    c = Consumer(conf)
     c.assign([TopicPartition(a["topic"], p, a.get("offset", 0)) for p in a["partitions"]])
     out = []
     deadline = time.time() + a.get("timeout", 30)
@@ -207,8 +213,9 @@ def kp_produce(a):
 def kp_consume(a):
     from kafka import KafkaConsumer, TopicPartition
 
+    rack = {} if a.get("client_rack") is None else {"client_rack": a["client_rack"]}
     c = KafkaConsumer(bootstrap_servers=a["bootstrap"], enable_auto_commit=False,
-                      group_id=None, fetch_max_wait_ms=100)
+                      group_id=None, fetch_max_wait_ms=100, **rack)
     tps = [TopicPartition(a["topic"], p) for p in a["partitions"]]
     c.assign(tps)
     for tp in tps:

@@ -31,12 +31,15 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How the cluster is configured. Every node gets the same `extra` properties (Kafka names;
-/// they override the harness defaults).
+/// they override the harness defaults); `per_node` properties apply to one node only and
+/// override both.
 #[derive(Clone, Debug)]
 pub struct ClusterSpec {
     pub nodes: usize,
     pub cluster_id: String,
     pub extra: Vec<(String, String)>,
+    /// `(node index, key, value)`: see [`ClusterSpec::with_node`].
+    pub per_node: Vec<(usize, String, String)>,
     /// `RUST_LOG` for the nodes.
     pub rust_log: String,
 }
@@ -47,6 +50,7 @@ impl ClusterSpec {
             nodes,
             cluster_id: "fjordClusterHarness0001".into(),
             extra: Vec::new(),
+            per_node: Vec::new(),
             rust_log: "info,openraft=warn".into(),
         }
     }
@@ -54,6 +58,28 @@ impl ClusterSpec {
     pub fn with(mut self, key: &str, value: &str) -> ClusterSpec {
         self.extra.push((key.to_string(), value.to_string()));
         self
+    }
+
+    /// Sets `key` on node `node_index` only (0-based, so its `node.id` is `node_index + 1`),
+    /// e.g. a different `broker.rack` per node. It overrides a harness default or a
+    /// [`ClusterSpec::with`] value for that node; setting the same key twice for a node keeps
+    /// the last value. Not for the keys the harness itself writes per node (`node.id`,
+    /// `listeners`, `advertised.listeners`, `controller.*`, `cluster.id`, `log.dirs`,
+    /// `metadata.log.dir`): the config file would hold them twice and the node refuse it.
+    pub fn with_node(mut self, node_index: usize, key: &str, value: &str) -> ClusterSpec {
+        self.per_node
+            .retain(|(i, k, _)| !(*i == node_index && k == key));
+        self.per_node
+            .push((node_index, key.to_string(), value.to_string()));
+        self
+    }
+
+    /// The properties set for node `i` alone.
+    fn node_properties(&self, i: usize) -> impl Iterator<Item = (&str, &str)> {
+        self.per_node
+            .iter()
+            .filter(move |(n, _, _)| *n == i)
+            .map(|(_, k, v)| (k.as_str(), v.as_str()))
     }
 }
 
@@ -211,12 +237,20 @@ impl Cluster {
             ("broker.session.timeout.ms", "3000"),
             ("group.initial.rebalance.delay.ms", "0"),
         ];
+        // A key appears once in the file: a node's own value wins over `extra`, which wins
+        // over the defaults.
+        let own = |k: &str| self.spec.node_properties(i).any(|(o, _)| o == k);
         for (k, v) in defaults {
-            if !self.spec.extra.iter().any(|(e, _)| e == k) {
+            if !self.spec.extra.iter().any(|(e, _)| e == k) && !own(k) {
                 let _ = writeln!(text, "\"{k}\" = \"{v}\"");
             }
         }
         for (k, v) in &self.spec.extra {
+            if !own(k) {
+                let _ = writeln!(text, "\"{k}\" = \"{v}\"");
+            }
+        }
+        for (k, v) in self.spec.node_properties(i) {
             let _ = writeln!(text, "\"{k}\" = \"{v}\"");
         }
         let path = self.config_path(i);

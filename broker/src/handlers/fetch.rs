@@ -10,6 +10,14 @@
 //! Incremental fetch sessions (KIP-227) follow `crate::fetch_session`: a session's requests
 //! list only changed partitions, and its responses only partitions with something new.
 //! Follower fetches arrive with replication.
+//!
+//! Follower reads (KIP-392): a consumer's Fetch v11+ may be served by any replica, and a
+//! follower answers from its own log up to its own high watermark (the leader's, as its last
+//! fetch response carried it), so a consumer never sees a record the leader has not committed.
+//! With `replica.selector.class` set to Kafka's rack-aware selector, a leader asked by a
+//! consumer whose `rack_id` names another replica's rack answers that partition with
+//! `preferred_read_replica` and no records ([`read_replica`]); the client then fetches there.
+//! Older fetches and replicas' fetches are served by the leader only.
 
 use std::collections::HashMap;
 use std::future::poll_fn;
@@ -23,7 +31,7 @@ use fjord_protocol::kafka_protocol::messages::fetch_response::{
     EpochEndOffset, FetchableTopicResponse, PartitionData,
 };
 use fjord_protocol::kafka_protocol::messages::{
-    FetchRequest, FetchResponse, ResponseKind, TopicName,
+    BrokerId, FetchRequest, FetchResponse, ResponseKind, TopicName,
 };
 use fjord_storage::StorageError;
 use tokio::sync::futures::Notified;
@@ -31,10 +39,17 @@ use uuid::Uuid;
 
 use crate::broker::Broker;
 use crate::codes;
+use crate::config::ReplicaSelector;
 use crate::dispatch::{Reply, RequestContext};
 use crate::fetch_session::{Answered, CachedPartition, FetchContext, SessionError, TopicKey};
 use crate::partition::{Partition, PartitionError};
 use crate::util::str_bytes;
+
+mod read_replica;
+#[cfg(test)]
+mod tests;
+
+use read_replica::ClientMetadata;
 
 /// Upper bound on one long poll, whatever the client asks.
 const MAX_WAIT: Duration = Duration::from_secs(300);
@@ -52,6 +67,8 @@ struct Wanted {
     current_leader_epoch: i32,
     /// The epoch of a follower's last record (Fetch v12+; -1 when not given).
     last_fetched_epoch: i32,
+    /// Where a follower's log starts (Fetch v5+; -1 when not given).
+    log_start_offset: i64,
     target: Result<Arc<Partition>, i16>,
 }
 
@@ -125,19 +142,25 @@ async fn fetch(broker: &Arc<Broker>, ctx: &RequestContext, req: FetchRequest) ->
         FetchContext::Incremental { partitions, .. } => partitions.clone(),
         _ => requested,
     };
-    // Followers say where their log's last epoch is; sessions do not remember it.
-    let last_fetched: HashMap<(TopicKey, i32), i32> = if version >= 12 {
-        req.topics
+    // Followers say where their log's last epoch is and where it starts; sessions do not
+    // remember either.
+    let from_follower: HashMap<(TopicKey, i32), (i32, i64)> = match replica {
+        Some(_) => req
+            .topics
             .iter()
             .flat_map(|t| {
                 let key = topic_key(uses_ids, &t.topic, t.topic_id);
-                t.partitions
-                    .iter()
-                    .map(move |p| ((key.clone(), p.partition), p.last_fetched_epoch))
+                t.partitions.iter().map(move |p| {
+                    let epoch = if version >= 12 {
+                        p.last_fetched_epoch
+                    } else {
+                        -1
+                    };
+                    ((key.clone(), p.partition), (epoch, p.log_start_offset))
+                })
             })
-            .collect()
-    } else {
-        HashMap::new()
+            .collect(),
+        None => HashMap::new(),
     };
     let image = broker.image();
     let wanted: Vec<Wanted> = to_read
@@ -164,16 +187,18 @@ async fn fetch(broker: &Arc<Broker>, ctx: &RequestContext, req: FetchRequest) ->
                 }
                 (t, _) => t,
             };
+            let (last_fetched_epoch, log_start_offset) = from_follower
+                .get(&(c.topic.clone(), c.partition))
+                .copied()
+                .unwrap_or((-1, -1));
             Wanted {
                 key: c.topic.clone(),
                 partition_index: c.partition,
                 fetch_offset: c.fetch_offset,
                 max_bytes: c.max_bytes,
                 current_leader_epoch: c.current_leader_epoch,
-                last_fetched_epoch: last_fetched
-                    .get(&(c.topic.clone(), c.partition))
-                    .copied()
-                    .unwrap_or(-1),
+                last_fetched_epoch,
+                log_start_offset,
                 target,
             }
         })
@@ -183,6 +208,20 @@ async fn fetch(broker: &Arc<Broker>, ctx: &RequestContext, req: FetchRequest) ->
         req.max_bytes.max(0) as usize
     } else {
         usize::MAX
+    };
+    // Kafka's ClientMetadata: consumers from Fetch v11 may read from followers and be sent to
+    // one. Replicas always fetch from the leader.
+    let client = (replica.is_none() && version >= 11).then(|| ClientMetadata {
+        rack: req.rack_id.as_str().to_string(),
+        listener: ctx.listener.clone(),
+    });
+    let params = ReadParams {
+        max_bytes,
+        read_committed,
+        replica,
+        client: client.as_ref(),
+        selector: broker.config.replica_selector,
+        image: &image,
     };
     let min_bytes = req.min_bytes.max(0) as usize;
     let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
@@ -208,15 +247,18 @@ async fn fetch(broker: &Arc<Broker>, ctx: &RequestContext, req: FetchRequest) ->
         for w in wakeups.iter_mut() {
             w.as_mut().enable();
         }
-        let (parts, bytes, errors) = read_all(&wanted, max_bytes, read_committed, replica);
+        let (parts, bytes, errors) = read_all(&wanted, &params);
         if let Some(r) = replica {
             follower_progress(broker, r, &wanted, &parts);
         }
-        // A follower told to truncate should hear it now.
+        // A follower told to truncate should hear it now, and a consumer sent to another
+        // replica should go there now (Kafka answers both at once).
         let diverged = parts.iter().any(|d| d.diverging_epoch.end_offset >= 0);
+        let redirected = parts.iter().any(|d| d.preferred_read_replica.0 >= 0);
         let done = bytes >= min_bytes
             || errors
             || diverged
+            || redirected
             || wanted.is_empty()
             || hosted.is_empty()
             || tokio::time::Instant::now() >= deadline;
@@ -254,7 +296,10 @@ fn respond(
     parts: Vec<PartitionData>,
 ) -> FetchResponse {
     let answered = |d: &PartitionData| Answered {
-        has_records: d.records.as_ref().is_some_and(|r| !r.is_empty()),
+        // Kafka's sessions always include a partition naming a preferred read replica, as
+        // they do one with records: the client must hear where to go.
+        has_records: d.records.as_ref().is_some_and(|r| !r.is_empty())
+            || d.preferred_read_replica.0 >= 0,
         error: d.error_code != codes::NONE,
         high_watermark: d.high_watermark,
         last_stable_offset: d.last_stable_offset,
@@ -328,6 +373,7 @@ fn follower_progress(
             continue;
         }
         let leo = p.log().log_end_offset();
+        p.on_follower_log_start(replica, w.log_start_offset);
         if let Some(proposal) = p.on_follower_fetch(replica, w.fetch_offset, leo, now) {
             tracing::info!(partition = %p.tp, replica, isr = ?proposal.isr, "follower caught up; expanding the ISR");
             crate::replication::isr::propose(broker, p.clone(), proposal);
@@ -335,13 +381,20 @@ fn follower_progress(
     }
 }
 
-/// One pass over every partition: the data, total bytes, and whether any partition failed.
-fn read_all(
-    wanted: &[Wanted],
+/// What one fetch request asks of every partition it reads.
+struct ReadParams<'a> {
     max_bytes: usize,
     read_committed: bool,
+    /// The fetching follower's broker id; `None` for consumers.
     replica: Option<i32>,
-) -> (Vec<PartitionData>, usize, bool) {
+    /// Consumers' Fetch v11+ (they may read from followers); `None` otherwise.
+    client: Option<&'a ClientMetadata>,
+    selector: ReplicaSelector,
+    image: &'a fjord_raft::MetadataImage,
+}
+
+/// One pass over every partition: the data, total bytes, and whether any partition failed.
+fn read_all(wanted: &[Wanted], params: &ReadParams<'_>) -> (Vec<PartitionData>, usize, bool) {
     let mut out = Vec::with_capacity(wanted.len());
     let mut total = 0usize;
     let mut errors = false;
@@ -354,13 +407,13 @@ fn read_all(
             Ok(p) => match read_partition(
                 p,
                 w,
-                max_bytes.saturating_sub(total),
+                params,
+                params.max_bytes.saturating_sub(total),
                 total == 0,
-                replica.is_some(),
             ) {
                 Ok((data, n)) => {
                     total += n;
-                    if read_committed {
+                    if params.read_committed {
                         data.with_aborted_transactions(Some(Vec::new()))
                     } else {
                         data
@@ -394,16 +447,44 @@ fn error_data(index: i32, code: i16) -> PartitionData {
 fn read_partition(
     p: &Partition,
     w: &Wanted,
+    params: &ReadParams<'_>,
     remaining: usize,
     first: bool,
-    for_replica: bool,
 ) -> Result<(PartitionData, usize), PartitionError> {
-    if !p.is_leader() {
+    let for_replica = params.replica.is_some();
+    // Kafka's fetchOnlyLeader: replicas and pre-KIP-392 consumers need the leader.
+    let leader = p.is_leader();
+    if !leader && params.client.is_none() {
         return Err(PartitionError::code(codes::NOT_LEADER_OR_FOLLOWER));
     }
+    // On a follower this is the epoch of the leader it follows: a client with a newer or
+    // older view of the leadership is told so, as the leader would.
     p.check_leader_epoch(w.current_leader_epoch)?;
     let log = p.log();
+    // On a follower, the leader's high watermark as last heard: the bound of what it serves.
     let hw = p.high_watermark();
+    if leader
+        && let Some(client) = params.client
+        && let Some(to) = read_replica::preferred_read_replica(
+            params.selector,
+            client,
+            params.image,
+            p.local_id(),
+            &p.in_sync_followers(),
+            w.fetch_offset,
+            fjord_storage::now_ms(),
+        )
+    {
+        // No records: the consumer fetches them from `to` (Kafka skips the read too).
+        let data = PartitionData::default()
+            .with_partition_index(w.partition_index)
+            .with_high_watermark(hw)
+            .with_last_stable_offset(hw)
+            .with_log_start_offset(log.log_start_offset())
+            .with_preferred_read_replica(BrokerId(to))
+            .with_records(Some(Bytes::new()));
+        return Ok((data, 0));
+    }
     // KIP-279: a follower whose last epoch ends earlier here (or is unknown here) has a
     // divergent tail; tell it where the epoch ends instead of sending records.
     if for_replica

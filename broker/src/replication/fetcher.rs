@@ -392,9 +392,8 @@ pub(super) fn apply_partition(p: &Partition, data: &PartitionData) -> Result<(),
             None => {}
         }
     }
-    if data.high_watermark >= 0 {
-        log.set_high_watermark(data.high_watermark.min(log.log_end_offset()));
-    }
+    // Through the partition, so consumers reading from this follower are woken.
+    p.follow_high_watermark(data.high_watermark);
     if data.log_start_offset > log.log_start_offset() {
         let target = data.log_start_offset.min(log.high_watermark());
         if target > log.log_start_offset() {
