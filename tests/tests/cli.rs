@@ -948,3 +948,370 @@ fn a_closed_output_pipe_ends_the_command_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(status.signal(), Some(libc::SIGPIPE), "{status:?} {stderr}");
 }
+
+// ------------------------------------------------------------------ partition reassignment
+
+/// The CLI against a three-node cluster (a reassignment needs somewhere to move to).
+struct ClusterEnv {
+    cluster: fjord_tests::cluster::Cluster,
+    dir: tempfile::TempDir,
+}
+
+impl ClusterEnv {
+    fn start() -> ClusterEnv {
+        // Small replica fetches, so a throttle is felt within a partition of 200 kB (the
+        // broker checks it between fetches).
+        let spec =
+            fjord_tests::cluster::ClusterSpec::new(3).with("replica.fetch.max.bytes", "16384");
+        let cluster = fjord_tests::cluster::Cluster::start(Path::new(BIN), spec)
+            .unwrap_or_else(|e| panic!("cluster: {e}"));
+        ClusterEnv {
+            cluster,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn run_with(&self, args: &[&str], stdin: &[u8]) -> Out {
+        let mut c = Command::new(BIN);
+        c.arg("-b").arg(self.cluster.bootstrap()).args(args);
+        isolate(&mut c, self.dir.path());
+        run_bounded(c, stdin, &format!("{args:?}"))
+    }
+
+    fn run(&self, args: &[&str]) -> Out {
+        self.run_with(args, b"")
+    }
+
+    /// `-o json` and the exit code expected.
+    fn json_code(&self, args: &[&str], code: i32) -> Value {
+        let mut a = vec!["-o", "json"];
+        a.extend_from_slice(args);
+        let out = self.run(&a);
+        assert_eq!(
+            out.code,
+            code,
+            "{args:?}\nstdout:\n{}\nstderr:\n{}\n{}",
+            out.stdout,
+            out.stderr,
+            self.cluster.log_tails(30)
+        );
+        out.json()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        self.json_code(args, 0)
+    }
+
+    /// An RF=1 topic of one partition (min.insync.replicas=1: acks=all with one replica).
+    fn create_topic(&self, name: &str) {
+        let v = self.json(&[
+            "topic",
+            "create",
+            name,
+            "-p",
+            "1",
+            "-r",
+            "1",
+            "-c",
+            "min.insync.replicas=1",
+        ]);
+        assert_eq!(v[0]["status"], "created", "{v}");
+    }
+
+    /// Partition 0 as `fjord topic describe` shows it.
+    fn partition0(&self, topic: &str) -> Value {
+        self.json(&["topic", "describe", topic])[0]["partitions"][0].clone()
+    }
+
+    fn replicas(&self, topic: &str) -> Vec<i64> {
+        ids_of(&self.partition0(topic)["replicas"])
+    }
+
+    /// Every value of the topic, read from the beginning to the end.
+    fn values(&self, topic: &str) -> Vec<String> {
+        let out = self
+            .run(&["-o", "json", "consume", topic, "--from-beginning", "-e"])
+            .ok();
+        out.stdout
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+                v["value"].as_str().unwrap().to_string()
+            })
+            .collect()
+    }
+
+    /// The reassignments `fjord topic reassignments [topics]` lists, as (topic, partition).
+    fn moving(&self, topics: &[&str]) -> Vec<Value> {
+        let mut a = vec!["topic", "reassignments"];
+        a.extend_from_slice(topics);
+        self.json(&a).as_array().unwrap().clone()
+    }
+}
+
+fn ids_of(v: &Value) -> Vec<i64> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
+}
+
+/// Moves, a throttled move held in progress and listed, its cancel, throttle cleanup, and the
+/// error paths, on one three-node cluster (cluster start-up is the expensive part).
+#[test]
+fn topic_reassign_moves_throttles_and_cancels() {
+    let env = ClusterEnv::start();
+
+    // 1. A plain move with --wait: done when the command returns, records still readable.
+    env.create_topic("moved");
+    let sent: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
+    env.run_with(&["produce", "moved"], sent.join("\n").as_bytes())
+        .ok();
+    let from = env.replicas("moved");
+    assert_eq!(from.len(), 1);
+    let to = (1..=3).find(|b| !from.contains(b)).unwrap();
+    let spec = format!("0={to}");
+    let v = env.json(&["topic", "reassign", "moved", "--replicas", &spec, "--wait"]);
+    assert_eq!(v["partitions"][0]["status"], "accepted", "{v}");
+    assert_eq!(v["partitions"][0]["error"], Value::Null, "{v}");
+    assert_eq!(ids_of(&v["partitions"][0]["current_replicas"]), from);
+    assert_eq!(v["wait"]["completed"], true, "{v}");
+    assert_eq!(v["throttle"], Value::Null);
+    let p = env.partition0("moved");
+    assert_eq!(ids_of(&p["replicas"]), vec![to], "{p}");
+    assert_eq!(p["leader"], to, "{p}");
+    assert_eq!(env.values("moved"), sent);
+    assert!(env.moving(&[]).is_empty());
+
+    // 2. A move held by a tiny throttle: --wait gives up after its timeout (exit 1), the
+    //    move stays listed with its adding and removing replicas, and so does the throttle.
+    env.create_topic("slow");
+    let pad = "x".repeat(1000);
+    let mut slow_sent = Vec::new();
+    // 25 runs of 8 kB: small batches, so that the copy takes many throttled fetches.
+    for run in 0..25 {
+        let batch: Vec<String> = (0..8).map(|i| format!("s{run:02}-{i}-{pad}")).collect();
+        env.run_with(&["produce", "slow", "-p", "0"], batch.join("\n").as_bytes())
+            .ok();
+        slow_sent.extend(batch);
+    }
+    let slow_from = env.replicas("slow");
+    let a = slow_from[0];
+    let c = (1..=3).find(|b| *b != a).unwrap();
+    let spec = format!("0={c}");
+    let v = env.json_code(
+        &[
+            "topic",
+            "reassign",
+            "slow",
+            "--replicas",
+            &spec,
+            "--throttle",
+            "1000",
+            "--wait",
+            "--timeout",
+            "3",
+        ],
+        1,
+    );
+    assert_eq!(v["partitions"][0]["status"], "accepted", "{v}");
+    assert_eq!(v["wait"]["completed"], false, "{v}");
+    assert_eq!(v["wait"]["throttle_cleared"], Value::Null, "{v}");
+    assert_eq!(v["throttle"]["rate"], 1000);
+    let leader_list = format!("0:{a}");
+    let follower_list = format!("0:{c}");
+    assert_eq!(
+        v["throttle"]["leader.replication.throttled.replicas"],
+        leader_list.as_str(),
+        "{v}"
+    );
+    assert_eq!(
+        v["throttle"]["follower.replication.throttled.replicas"],
+        follower_list.as_str(),
+        "{v}"
+    );
+    let configs = &env.json(&["topic", "describe", "slow"])[0]["configs"];
+    assert_eq!(
+        configs["leader.replication.throttled.replicas"],
+        leader_list.as_str(),
+        "{configs}"
+    );
+    assert_eq!(
+        configs["follower.replication.throttled.replicas"],
+        follower_list.as_str(),
+        "{configs}"
+    );
+    let rate_source = |env: &ClusterEnv| {
+        let d = env.json(&["config", "describe", "--broker", "1", "--all"]);
+        d["configs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "leader.replication.throttled.rate")
+            .map(|e| (e["value"].clone(), e["source"].clone()))
+            .unwrap_or_else(|| panic!("no rate in {d}"))
+    };
+    assert_eq!(
+        rate_source(&env),
+        (json!("1000"), json!("DYNAMIC_DEFAULT_BROKER_CONFIG"))
+    );
+    for listed in [env.moving(&[]), env.moving(&["slow"])] {
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        let m = &listed[0];
+        assert_eq!(m["topic"], "slow");
+        assert_eq!(m["partition"], 0);
+        assert_eq!(ids_of(&m["adding_replicas"]), vec![c], "{m}");
+        assert_eq!(ids_of(&m["removing_replicas"]), vec![a], "{m}");
+        let mut all = ids_of(&m["replicas"]);
+        all.sort();
+        let mut want = vec![a, c];
+        want.sort();
+        assert_eq!(all, want, "{m}");
+    }
+    assert!(env.moving(&["moved"]).is_empty());
+    // The table names the columns and the move.
+    let table = env.run(&["topic", "reassignments"]).ok().stdout;
+    assert!(
+        table.starts_with("TOPIC") && table.contains("ADDING") && table.contains("slow"),
+        "{table}"
+    );
+
+    // 3. Cancel: back to the original replica, nothing listed; cancelling again is refused.
+    let v = env.json(&["topic", "reassign", "slow", "--cancel", "0"]);
+    assert_eq!(v["partitions"][0]["action"], "cancel", "{v}");
+    assert_eq!(v["partitions"][0]["status"], "accepted", "{v}");
+    let deadline = Instant::now() + SETTLE;
+    while !env.moving(&[]).is_empty() {
+        assert!(Instant::now() < deadline, "the cancelled move stays listed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = Instant::now() + SETTLE;
+    while env.replicas("slow") != slow_from {
+        assert!(Instant::now() < deadline, "replicas not restored");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let again = env.run(&["-o", "json", "topic", "reassign", "slow", "--cancel", "0"]);
+    assert_eq!(again.code, 1, "{}\n{}", again.stdout, again.stderr);
+    assert_eq!(
+        again.json()["partitions"][0]["error"],
+        "NO_REASSIGNMENT_IN_PROGRESS"
+    );
+
+    // 4. clear-throttle removes the topic lists and the cluster-wide rates.
+    let v = env.json(&["topic", "clear-throttle", "slow"]);
+    assert_eq!(v["resources"].as_array().unwrap().len(), 2, "{v}");
+    let configs = &env.json(&["topic", "describe", "slow"])[0]["configs"];
+    assert!(
+        configs
+            .get("leader.replication.throttled.replicas")
+            .is_none()
+            && configs
+                .get("follower.replication.throttled.replicas")
+                .is_none(),
+        "{configs}"
+    );
+    assert_eq!(rate_source(&env).1, json!("DEFAULT_CONFIG"));
+
+    // 5. Throttled (generously) and waited for: the move completes, --wait removes the
+    //    throttle it set, and every record is still there.
+    let v = env.json(&[
+        "topic",
+        "reassign",
+        "slow",
+        "--replicas",
+        &spec,
+        "--throttle",
+        "100000000",
+        "--wait",
+        "--timeout",
+        "120",
+    ]);
+    assert_eq!(v["wait"]["completed"], true, "{v}");
+    assert_eq!(v["wait"]["throttle_cleared"]["topic_configs"], true, "{v}");
+    assert_eq!(v["wait"]["throttle_cleared"]["rates"], true, "{v}");
+    assert_eq!(env.replicas("slow"), vec![c]);
+    let configs = &env.json(&["topic", "describe", "slow"])[0]["configs"];
+    assert!(
+        configs
+            .get("leader.replication.throttled.replicas")
+            .is_none(),
+        "{configs}"
+    );
+    assert_eq!(rate_source(&env).1, json!("DEFAULT_CONFIG"));
+    assert_eq!(env.values("slow"), slow_sent);
+
+    // 6. Errors. An unknown broker: the row shows INVALID_REPLICA_ASSIGNMENT, exit 1.
+    let out = env.run(&["topic", "reassign", "moved", "--replicas", "0=99"]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("INVALID_REPLICA_ASSIGNMENT"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("INVALID_REPLICA_ASSIGNMENT"),
+        "{}",
+        out.stderr
+    );
+    let v = env.json_code(&["topic", "reassign", "moved", "--replicas", "0=99"], 1);
+    assert_eq!(v["partitions"][0]["error"], "INVALID_REPLICA_ASSIGNMENT");
+    assert_eq!(v["partitions"][0]["error_code"], 39);
+    assert_eq!(
+        env.replicas("moved"),
+        vec![to],
+        "a refused move changes nothing"
+    );
+    // Unknown topic or partition: not found (4), before anything is changed.
+    let out = env.run(&["topic", "reassign", "nope", "--replicas", "0=1"]);
+    assert_eq!(out.code, 4, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("UNKNOWN_TOPIC_OR_PARTITION"),
+        "{}",
+        out.stderr
+    );
+    let out = env.run(&[
+        "topic",
+        "reassign",
+        "moved",
+        "--replicas",
+        "7=1",
+        "--throttle",
+        "5",
+    ]);
+    assert_eq!(out.code, 4, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        env.json(&["topic", "describe", "moved"])[0]["configs"]
+            .get("leader.replication.throttled.replicas")
+            .is_none(),
+        "no throttle is set for a refused partition"
+    );
+    assert_eq!(env.run(&["topic", "reassignments", "nope"]).code, 4);
+    assert_eq!(env.run(&["topic", "clear-throttle", "nope"]).code, 4);
+    // Usage (2): a malformed assignment, a partition named twice, a zero throttle.
+    for bad in [
+        vec!["topic", "reassign", "moved", "--replicas", "0=a"],
+        vec![
+            "topic",
+            "reassign",
+            "moved",
+            "--replicas",
+            "0=1",
+            "--cancel",
+            "0",
+        ],
+        vec![
+            "topic",
+            "reassign",
+            "moved",
+            "--replicas",
+            "0=1",
+            "--throttle",
+            "0",
+        ],
+        vec!["topic", "reassign", "moved"],
+    ] {
+        assert_eq!(env.run(&bad).code, 2, "{bad:?}");
+    }
+    assert!(env.moving(&[]).is_empty());
+}

@@ -11,7 +11,9 @@ pub mod groups;
 pub mod member;
 pub mod partitioner;
 pub mod producer;
+pub mod reassignments;
 pub mod records;
+pub mod throttle;
 pub mod versions;
 
 pub use cluster::{Client, PartitionInfo, TopicInfo};

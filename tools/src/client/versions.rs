@@ -120,6 +120,8 @@ fn api_key_name(k: ApiKey) -> &'static str {
         OffsetDelete => "OffsetDelete",
         DescribeCluster => "DescribeCluster",
         DescribeQuorum => "DescribeQuorum",
+        AlterPartitionReassignments => "AlterPartitionReassignments",
+        ListPartitionReassignments => "ListPartitionReassignments",
         _ => "request",
     }
 }

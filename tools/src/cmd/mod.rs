@@ -6,6 +6,7 @@ pub mod consume;
 pub mod group;
 pub mod perf;
 pub mod produce;
+pub mod reassign;
 pub mod topic;
 
 use crate::exit::CliError;

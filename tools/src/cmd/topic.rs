@@ -1,4 +1,5 @@
-//! `fjord topic create|list|describe|delete|alter-config|add-partitions`.
+//! `fjord topic create|list|describe|delete|alter-config|add-partitions`, and the
+//! reassignment commands of [`crate::cmd::reassign`].
 
 use std::collections::BTreeMap;
 
@@ -18,7 +19,7 @@ use serde_json::{Value, json};
 use crate::Ctx;
 use crate::client::admin::{self, ConfigOp, OffsetSpec, RESOURCE_TOPIC, Tp, list_offsets};
 use crate::client::error::ClientError;
-use crate::cmd::key_value;
+use crate::cmd::{key_value, reassign};
 use crate::exit::{CliError, Result};
 use crate::output::{ids, print_json, print_table, table};
 
@@ -80,6 +81,14 @@ pub enum TopicCmd {
         #[arg(long)]
         total: i32,
     },
+    /// Move partitions to other brokers, optionally throttled, or cancel moves in progress.
+    #[command(after_help = reassign::REASSIGN_HELP)]
+    Reassign(reassign::ReassignArgs),
+    /// Partition reassignments in progress (all topics, or these): replicas, adding, removing.
+    Reassignments { topics: Vec<String> },
+    /// Remove the replication throttle `reassign --throttle` set (topic lists, cluster rates).
+    #[command(after_help = reassign::CLEAR_THROTTLE_HELP)]
+    ClearThrottle { name: String },
 }
 
 pub async fn run(ctx: &Ctx, cmd: TopicCmd) -> Result<()> {
@@ -110,6 +119,9 @@ pub async fn run(ctx: &Ctx, cmd: TopicCmd) -> Result<()> {
             alter_config(ctx, &name, &set, &delete).await
         }
         TopicCmd::AddPartitions { name, total } => add_partitions(ctx, &name, total).await,
+        TopicCmd::Reassign(args) => reassign::reassign(ctx, args).await,
+        TopicCmd::Reassignments { topics } => reassign::list(ctx, &topics).await,
+        TopicCmd::ClearThrottle { name } => reassign::clear_throttle(ctx, &name).await,
     }
 }
 
@@ -117,7 +129,7 @@ fn topic_name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 
-fn timeout_ms(ctx: &Ctx) -> i32 {
+pub(crate) fn timeout_ms(ctx: &Ctx) -> i32 {
     i32::try_from(ctx.client.options().request_timeout.as_millis()).unwrap_or(i32::MAX)
 }
 
