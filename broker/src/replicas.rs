@@ -45,6 +45,8 @@ pub struct ReplicaManager {
     settings: RwLock<HashMap<String, Arc<TopicSettings>>>,
     /// The log config last given to each topic, to skip unchanged updates.
     log_configs: Mutex<HashMap<String, Arc<LogConfig>>>,
+    /// Replication throttle rates, from the dynamic broker configs.
+    pub replication_quotas: crate::replication::throttle::ReplicationQuotas,
 }
 
 impl ReplicaManager {
@@ -60,6 +62,7 @@ impl ReplicaManager {
             partitions: RwLock::new(HashMap::new()),
             settings: RwLock::new(HashMap::new()),
             log_configs: Mutex::new(HashMap::new()),
+            replication_quotas: Default::default(),
         }
     }
 
@@ -77,6 +80,20 @@ impl ReplicaManager {
 
     pub fn all(&self) -> Vec<Arc<Partition>> {
         self.partitions.read().values().cloned().collect()
+    }
+
+    /// Whether this broker's `side` (leader or follower) of `partition` is named by the
+    /// topic's `*.replication.throttled.replicas` config (`key`) and the replica `broker`
+    /// is outside the ISR: the replication traffic a throttle may hold back.
+    pub fn replication_throttled(&self, partition: &Partition, key: &str, broker: i32) -> bool {
+        let Some(settings) = self.topic_settings(&partition.tp.topic) else {
+            return false;
+        };
+        crate::replication::throttle::names_replica(
+            settings.effective.get(key),
+            partition.tp.partition,
+            self.local_id,
+        ) && !partition.state().isr.contains(&broker)
     }
 
     pub fn topic_settings(&self, topic: &str) -> Option<Arc<TopicSettings>> {
@@ -113,6 +130,7 @@ impl ReplicaManager {
     /// the image does not assign here; pass it only once the image is known to be caught up
     /// (after the controller unfenced this broker), never for the empty image at startup.
     pub fn apply_image(&self, image: &MetadataImage, remove_strays: bool) {
+        self.replication_quotas.update(image, self.local_id);
         let defaults = self.broker_defaults(image);
         let mut wanted: HashSet<TopicPartition> = HashSet::new();
         let mut new_settings = HashMap::new();

@@ -285,7 +285,57 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         None,
         "allow out-of-sync replicas to become leader",
     ),
+    def(
+        "leader.replication.throttled.replicas",
+        List,
+        "",
+        None,
+        None,
+        "replicas (partition:broker, or *) whose leader side is replication-throttled",
+    ),
+    def(
+        "follower.replication.throttled.replicas",
+        List,
+        "",
+        None,
+        None,
+        "replicas (partition:broker, or *) whose follower side is replication-throttled",
+    ),
 ];
+
+/// Dynamic broker configs that are not defaults of a topic config (Kafka's
+/// `DynamicConfig.Broker`): the replication throttle rates, in bytes per second, that apply
+/// to the replicas the topics' `*.replication.throttled.replicas` name.
+pub static BROKER_DYNAMIC_CONFIGS: &[TopicConfigDef] = &[
+    def(
+        "leader.replication.throttled.rate",
+        Long,
+        LONG_MAX,
+        Some("leader.replication.throttled.rate"),
+        Some(0.0),
+        "bytes/s a leader sends to throttled follower replicas",
+    ),
+    def(
+        "follower.replication.throttled.rate",
+        Long,
+        LONG_MAX,
+        Some("follower.replication.throttled.rate"),
+        Some(0.0),
+        "bytes/s a follower fetches for throttled replicas",
+    ),
+];
+
+/// Kafka's `ThrottledReplicaListValidator`: `*`, or `partition:broker` pairs.
+fn valid_throttled_replicas(value: &str) -> bool {
+    let v = value.trim();
+    v.is_empty()
+        || v == "*"
+        || v.split(',').all(|pair| {
+            pair.trim().split_once(':').is_some_and(|(p, b)| {
+                p.trim().parse::<i32>().is_ok() && b.trim().parse::<i32>().is_ok()
+            })
+        })
+}
 
 pub fn topic_config(name: &str) -> Option<&'static TopicConfigDef> {
     TOPIC_CONFIGS.iter().find(|d| d.name == name)
@@ -359,6 +409,13 @@ impl TopicConfigDef {
                 &format!("must be at least {min}"),
             ));
         }
+        if self.name.ends_with(".replication.throttled.replicas") && !valid_throttled_replicas(v) {
+            return Err(invalid(
+                self.name,
+                value,
+                "expected * or a list of partition:broker pairs",
+            ));
+        }
         if self.name == "min.cleanable.dirty.ratio" && number.is_some_and(|n| n > 1.0) {
             return Err(invalid(self.name, value, "must be at most 1"));
         }
@@ -381,9 +438,11 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), ControllerEr
 /// Validate one dynamic broker config (cluster default or per-broker): the broker-level synonyms
 /// of topic configs, which set defaults for every topic.
 pub fn validate_broker_config(name: &str, value: &str) -> Result<(), ControllerError> {
-    let def = topic_config_for_broker_key(name).ok_or_else(|| {
-        ControllerError::InvalidConfig(format!("'{name}' is not a dynamic broker config"))
-    })?;
+    let def = topic_config_for_broker_key(name)
+        .or_else(|| BROKER_DYNAMIC_CONFIGS.iter().find(|d| d.name == name))
+        .ok_or_else(|| {
+            ControllerError::InvalidConfig(format!("'{name}' is not a dynamic broker config"))
+        })?;
     def.validate(value)
 }
 
@@ -405,5 +464,13 @@ mod tests {
         assert!(validate_topic_config("min.insync.replicas", "0").is_err());
         assert!(validate_broker_config("log.retention.ms", "1000").is_ok());
         assert!(validate_broker_config("retention.ms", "1000").is_err());
+        assert!(validate_broker_config("leader.replication.throttled.rate", "1048576").is_ok());
+        assert!(validate_broker_config("follower.replication.throttled.rate", "-1").is_err());
+        for ok in ["", "*", "0:1", "0:1, 3:2"] {
+            assert!(validate_topic_config("leader.replication.throttled.replicas", ok).is_ok());
+        }
+        for bad in ["1", "a:b", "0:1,*"] {
+            assert!(validate_topic_config("follower.replication.throttled.replicas", bad).is_err());
+        }
     }
 }

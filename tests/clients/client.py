@@ -291,6 +291,20 @@ def kp_admin(a):
                     out[f"{res.topic}-{p.partition_id}"] = (
                         None if p.error_code == 0 else f"error {p.error_code}")
             return out
+        if op == "alter_reassignments":
+            # {"topic": t, "assignments": {"0": [3, 2], "1": null}}; null cancels.
+            from kafka import TopicPartition
+            r = admin.alter_partition_reassignments(
+                {TopicPartition(a["topic"], int(p)): replicas
+                 for p, replicas in a["assignments"].items()}, timeout_ms=10000)
+            return {str(tp.partition): (None if err is None else err.__name__)
+                    for tp, err in r.items()}
+        if op == "list_reassignments":
+            from kafka import TopicPartition
+            asked = None if a.get("partitions") is None else [
+                TopicPartition(a["topic"], p) for p in a["partitions"]]
+            r = admin.list_partition_reassignments(asked, timeout_ms=10000)
+            return {f"{tp.topic}-{tp.partition}": v for tp, v in r.items()}
         raise SystemExit(f"unknown admin op {op}")
     finally:
         admin.close()

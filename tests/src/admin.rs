@@ -209,3 +209,42 @@ pub fn high_watermarks(
         .map(|p| (p.partition_index, p.error_code, p.offset))
         .collect())
 }
+
+/// IncrementalAlterConfigs v1 for one resource (`resource_type` 2 topic, 4 broker): `Some`
+/// sets a key, `None` deletes it. Returns the resource's error code and message.
+pub fn incremental_alter_configs(
+    addr: &str,
+    resource_type: i8,
+    name: &str,
+    changes: &[(&str, Option<&str>)],
+    timeout: Duration,
+) -> Result<(i16, Option<String>), String> {
+    use kafka_protocol::messages::IncrementalAlterConfigsRequest;
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    let configs = changes
+        .iter()
+        .map(|(k, v)| {
+            AlterableConfig::default()
+                .with_name(StrBytes::from_string(k.to_string()))
+                .with_config_operation(if v.is_some() { 0 } else { 1 })
+                .with_value(v.map(|v| StrBytes::from_string(v.to_string())))
+        })
+        .collect();
+    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(resource_type)
+            .with_resource_name(StrBytes::from_string(name.to_string()))
+            .with_configs(configs),
+    ]);
+    let resp = call(addr, 1, &req, timeout)?;
+    let r = resp
+        .responses
+        .first()
+        .ok_or_else(|| "IncrementalAlterConfigs answered no resource".to_string())?;
+    Ok((
+        r.error_code,
+        r.error_message.as_ref().map(|m| m.to_string()),
+    ))
+}

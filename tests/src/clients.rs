@@ -1,4 +1,5 @@
-//! Real Kafka clients, driven through `tests/clients/client.py`.
+//! Real Kafka clients, driven through `tests/clients/client.py` (and kafkajs through
+//! `tests/clients/kafkajs_admin.js`).
 //!
 //! The clients are installed by `scripts/clients.sh` into a private virtualenv the first time a
 //! test needs them. A missing client is a test failure unless `FJORD_SKIP_CLIENT_TESTS=1` says
@@ -68,12 +69,30 @@ pub fn python() -> Option<PathBuf> {
 /// fails or runs longer than the bound.
 pub fn run(python: &Path, client: &str, op: &str, args: &Value) -> Value {
     let script = repo_root().join("tests/clients/client.py");
+    let mut cmd = Command::new(python);
+    cmd.arg(&script).args([client, op, &args.to_string()]);
+    run_command(cmd, client, op, args)
+}
+
+/// Runs `op` of `tests/clients/kafkajs_admin.js` with kafkajs (installed next to the Python
+/// clients by `scripts/clients.sh`; `python()` must have succeeded first).
+pub fn run_kafkajs(op: &str, args: &Value) -> Value {
+    let modules = std::env::var("FJORD_CLIENTS_NODE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("target/fjord-clients/node"))
+        .join("node_modules");
+    let mut cmd = Command::new("node");
+    cmd.env("NODE_PATH", modules)
+        .arg(repo_root().join("tests/clients/kafkajs_admin.js"))
+        .args([op, &args.to_string()]);
+    run_command(cmd, "kafkajs", op, args)
+}
+
+fn run_command(mut cmd: Command, client: &str, op: &str, args: &Value) -> Value {
     let dir = tempfile::tempdir().expect("tempdir");
     let out_path = dir.path().join("out.json");
     let err_path = dir.path().join("err.txt");
-    let mut child = Command::new(python)
-        .arg(&script)
-        .args([client, op, &args.to_string()])
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).expect("stdout file"))
         .stderr(std::fs::File::create(&err_path).expect("stderr file"))

@@ -18,7 +18,7 @@ use fjord_protocol::kafka_protocol::messages::{
 };
 use fjord_protocol::kafka_protocol::protocol::StrBytes;
 use fjord_raft::MetadataImage;
-use fjord_raft::configs::{TOPIC_CONFIGS, TopicConfigDef};
+use fjord_raft::configs::{BROKER_DYNAMIC_CONFIGS, TOPIC_CONFIGS, TopicConfigDef};
 use fjord_raft::controller::requests::{
     AlterConfigOp, ApiError, ConfigChange, ConfigResource, ControllerRequest, ControllerResponse,
 };
@@ -210,6 +210,7 @@ fn describe_broker(
     }
     let mut out: Vec<DescribeConfigsResourceResult> = TOPIC_CONFIGS
         .iter()
+        .chain(BROKER_DYNAMIC_CONFIGS)
         .filter_map(|def| {
             let key = def.broker_synonym?;
             let l = layers(broker, image, def, None);

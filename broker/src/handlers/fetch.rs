@@ -43,6 +43,7 @@ use crate::config::ReplicaSelector;
 use crate::dispatch::{Reply, RequestContext};
 use crate::fetch_session::{Answered, CachedPartition, FetchContext, SessionError, TopicKey};
 use crate::partition::{Partition, PartitionError};
+use crate::replication::throttle;
 use crate::util::str_bytes;
 
 mod read_replica;
@@ -222,6 +223,7 @@ async fn fetch(broker: &Arc<Broker>, ctx: &RequestContext, req: FetchRequest) ->
         client: client.as_ref(),
         selector: broker.config.replica_selector,
         image: &image,
+        replicas: Some(&broker.replicas),
     };
     let min_bytes = req.min_bytes.max(0) as usize;
     let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
@@ -391,6 +393,8 @@ struct ReadParams<'a> {
     client: Option<&'a ClientMetadata>,
     selector: ReplicaSelector,
     image: &'a fjord_raft::MetadataImage,
+    /// For the replication throttle (`None`: no throttle, in unit tests).
+    replicas: Option<&'a crate::replicas::ReplicaManager>,
 }
 
 /// One pass over every partition: the data, total bytes, and whether any partition failed.
@@ -504,6 +508,22 @@ fn read_partition(
             .with_records(Some(Bytes::new()));
         return Ok((data, 0));
     }
+    // Replication throttle (`replication::throttle`): a throttled follower outside the ISR
+    // gets no records while this leader's rate is spent.
+    let quota = params
+        .replica
+        .zip(params.replicas)
+        .filter(|(r, m)| m.replication_throttled(p, throttle::LEADER_REPLICAS, *r))
+        .map(|(_, m)| &m.replication_quotas.leader);
+    if quota.is_some_and(|q| q.exceeded()) {
+        let data = PartitionData::default()
+            .with_partition_index(w.partition_index)
+            .with_high_watermark(hw)
+            .with_last_stable_offset(hw)
+            .with_log_start_offset(log.log_start_offset())
+            .with_records(Some(Bytes::new()));
+        return Ok((data, 0));
+    }
     // Followers copy everything the leader has; consumers see only committed records.
     let max_offset = if for_replica {
         log.log_end_offset()
@@ -532,6 +552,9 @@ fn read_partition(
         }
     }
     let n = records.len();
+    if let Some(q) = quota {
+        q.record(n as u64);
+    }
     Ok((
         PartitionData::default()
             .with_partition_index(w.partition_index)

@@ -35,6 +35,7 @@ use tokio::task::JoinHandle;
 use crate::broker::Broker;
 use crate::codes;
 use crate::partition::Partition;
+use crate::replication::throttle;
 
 /// The Fetch version followers send: topic ids, last fetched epoch, top-level replica id.
 const FETCH_VERSION: i16 = 13;
@@ -200,10 +201,20 @@ async fn fetch_loop(broker: Arc<Broker>, leader: i32, partitions: Arc<Mutex<Vec<
         }
         let now = Instant::now();
         resting.retain(|_, until| *until > now);
+        // Over the follower throttle, throttled partitions sit this round out (Kafka leaves
+        // them out of the fetch request too).
+        let quota = &broker.replicas.replication_quotas.follower;
+        let over_quota = quota.exceeded();
+        let throttled = |p: &Partition| {
+            broker
+                .replicas
+                .replication_throttled(p, throttle::FOLLOWER_REPLICAS, broker.node_id)
+        };
         let current: Vec<Arc<Partition>> = partitions
             .lock()
             .iter()
             .filter(|p| p.state().leader == leader && !resting.contains_key(&p.tp))
+            .filter(|p| !over_quota || !throttled(p))
             .cloned()
             .collect();
         if current.is_empty() {
@@ -256,6 +267,20 @@ async fn fetch_loop(broker: Arc<Broker>, leader: i32, partitions: Arc<Mutex<Vec<
             tracing::debug!(leader, code = resp.error_code, "replica fetch refused");
             tokio::time::sleep(cfg.backoff).await;
             continue;
+        }
+        if quota.rate() != u64::MAX {
+            let mut bytes = 0usize;
+            for t in &resp.responses {
+                for d in &t.partitions {
+                    let p = current
+                        .iter()
+                        .find(|p| p.topic_id == t.topic_id && p.tp.partition == d.partition_index);
+                    if p.is_some_and(|p| throttled(p)) {
+                        bytes += d.records.as_ref().map_or(0, |r| r.len());
+                    }
+                }
+            }
+            quota.record(bytes as u64);
         }
         // Appends and truncations touch the disk.
         let outcome = tokio::task::spawn_blocking(move || apply_response(&current, resp)).await;

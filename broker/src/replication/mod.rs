@@ -6,6 +6,7 @@ pub mod fetcher;
 pub mod isr;
 #[cfg(test)]
 mod tests;
+pub mod throttle;
 
 use std::sync::Arc;
 

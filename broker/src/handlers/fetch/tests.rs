@@ -111,6 +111,7 @@ fn params<'a>(
         client,
         selector,
         image,
+        replicas: None,
     }
 }
 
