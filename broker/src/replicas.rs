@@ -82,18 +82,24 @@ impl ReplicaManager {
         self.partitions.read().values().cloned().collect()
     }
 
-    /// Whether this broker's `side` (leader or follower) of `partition` is named by the
-    /// topic's `*.replication.throttled.replicas` config (`key`) and the replica `broker`
-    /// is outside the ISR: the replication traffic a throttle may hold back.
-    pub fn replication_throttled(&self, partition: &Partition, key: &str, broker: i32) -> bool {
-        let Some(settings) = self.topic_settings(&partition.tp.topic) else {
-            return false;
-        };
+    /// How the replication throttle applies to this broker's side (leader or follower, by the
+    /// topic config `key`) of `partition` for the replica `broker`: `None` when the topic's
+    /// `*.replication.throttled.replicas` does not name it; else whether the replica is
+    /// outside the ISR. As in Kafka, named replicas' bytes count against the rate, and only
+    /// those outside the ISR are held back.
+    pub fn replication_throttle(
+        &self,
+        partition: &Partition,
+        key: &str,
+        broker: i32,
+    ) -> Option<bool> {
+        let settings = self.topic_settings(&partition.tp.topic)?;
         crate::replication::throttle::names_replica(
             settings.effective.get(key),
             partition.tp.partition,
             self.local_id,
-        ) && !partition.state().isr.contains(&broker)
+        )
+        .then(|| !partition.state().isr.contains(&broker))
     }
 
     pub fn topic_settings(&self, topic: &str) -> Option<Arc<TopicSettings>> {

@@ -510,12 +510,12 @@ fn read_partition(
     }
     // Replication throttle (`replication::throttle`): a throttled follower outside the ISR
     // gets no records while this leader's rate is spent.
-    let quota = params
-        .replica
-        .zip(params.replicas)
-        .filter(|(r, m)| m.replication_throttled(p, throttle::LEADER_REPLICAS, *r))
-        .map(|(_, m)| &m.replication_quotas.leader);
-    if quota.is_some_and(|q| q.exceeded()) {
+    // (quota, whether to hold back) for a throttled replica.
+    let throttle = params.replica.zip(params.replicas).and_then(|(r, m)| {
+        m.replication_throttle(p, throttle::LEADER_REPLICAS, r)
+            .map(|out_of_sync| (&m.replication_quotas.leader, out_of_sync))
+    });
+    if throttle.is_some_and(|(q, out_of_sync)| out_of_sync && q.exceeded()) {
         let data = PartitionData::default()
             .with_partition_index(w.partition_index)
             .with_high_watermark(hw)
@@ -552,7 +552,7 @@ fn read_partition(
         }
     }
     let n = records.len();
-    if let Some(q) = quota {
+    if let Some((q, _)) = throttle {
         q.record(n as u64);
     }
     Ok((

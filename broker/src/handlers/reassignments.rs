@@ -69,16 +69,29 @@ async fn alter(
         .await;
     let response = AlterPartitionReassignmentsResponse::default()
         .with_allow_replication_factor_change(allow_rf_change);
-    let results = match call {
-        Ok(ControllerResponse::AlterPartitionReassignments(r)) => r,
-        Ok(_) => return response.with_error_code(codes::UNKNOWN_SERVER_ERROR),
-        Err(e) => {
-            let e = ApiError::from(e);
-            return response
-                .with_error_code(e.code)
-                .with_error_message(Some(str_bytes(&e.message)));
-        }
+    // A failure of the whole request is also reported on every partition, as Kafka does
+    // (some clients read only the per-partition results).
+    let (results, top) = match call {
+        Ok(ControllerResponse::AlterPartitionReassignments(r)) => (r, None),
+        Ok(_) => (
+            Vec::new(),
+            Some(ApiError {
+                code: codes::UNKNOWN_SERVER_ERROR,
+                message: "unexpected controller answer".into(),
+            }),
+        ),
+        Err(e) => (Vec::new(), Some(ApiError::from(e))),
     };
+    if let Some(e) = top {
+        let results = partitions
+            .iter()
+            .map(|(t, p, _)| (t.clone(), *p, Err(e.clone())))
+            .collect();
+        return response
+            .with_error_code(e.code)
+            .with_error_message(Some(str_bytes(&e.message)))
+            .with_responses(partition_responses(results));
+    }
     // Wait until our image shows every accepted change.
     let accepted: Vec<(String, i32, Option<Vec<i32>>)> = partitions
         .iter()
@@ -96,6 +109,12 @@ async fn alter(
             })
         })
         .await;
+    response.with_responses(partition_responses(results))
+}
+
+fn partition_responses(
+    results: Vec<(String, i32, Result<(), ApiError>)>,
+) -> Vec<ReassignableTopicResponse> {
     let mut out: Vec<ReassignableTopicResponse> = Vec::new();
     for (topic, partition, r) in results {
         let (code, message) = match r {
@@ -115,7 +134,7 @@ async fn alter(
             ),
         }
     }
-    response.with_responses(out)
+    out
 }
 
 pub fn handle_list(

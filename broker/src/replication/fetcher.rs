@@ -205,16 +205,17 @@ async fn fetch_loop(broker: Arc<Broker>, leader: i32, partitions: Arc<Mutex<Vec<
         // them out of the fetch request too).
         let quota = &broker.replicas.replication_quotas.follower;
         let over_quota = quota.exceeded();
+        // Some(out of sync) for partitions the follower throttle names.
         let throttled = |p: &Partition| {
             broker
                 .replicas
-                .replication_throttled(p, throttle::FOLLOWER_REPLICAS, broker.node_id)
+                .replication_throttle(p, throttle::FOLLOWER_REPLICAS, broker.node_id)
         };
         let current: Vec<Arc<Partition>> = partitions
             .lock()
             .iter()
             .filter(|p| p.state().leader == leader && !resting.contains_key(&p.tp))
-            .filter(|p| !over_quota || !throttled(p))
+            .filter(|p| !over_quota || throttled(p) != Some(true))
             .cloned()
             .collect();
         if current.is_empty() {
@@ -275,7 +276,7 @@ async fn fetch_loop(broker: Arc<Broker>, leader: i32, partitions: Arc<Mutex<Vec<
                     let p = current
                         .iter()
                         .find(|p| p.topic_id == t.topic_id && p.tp.partition == d.partition_index);
-                    if p.is_some_and(|p| throttled(p)) {
+                    if p.is_some_and(|p| throttled(p).is_some()) {
                         bytes += d.records.as_ref().map_or(0, |r| r.len());
                     }
                 }

@@ -4,7 +4,8 @@
 //! `follower.replication.throttled.rate` (bytes/s, default unlimited) cap the replication
 //! traffic of the replicas that the topic configs `leader.replication.throttled.replicas` and
 //! `follower.replication.throttled.replicas` name (`partition:broker` pairs, or `*`). As in
-//! Kafka, only replicas outside the ISR are held back, so a throttle never slows the
+//! Kafka, the bytes of every named replica count against the rate, but only replicas outside
+//! the ISR are held back, so a throttle never slows the
 //! replication that `acks=all` produce requests wait for: a leader stops sending records to a
 //! throttled out-of-sync follower while its rate is over, and a follower stops asking for
 //! throttled partitions it is not in sync on.

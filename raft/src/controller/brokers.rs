@@ -200,7 +200,8 @@ impl ControllerLogic {
         batch.emit(MetadataRecord::FenceBroker(BrokerEpochRecord {
             broker_id: id,
             broker_epoch: epoch,
-        }))
+        }))?;
+        super::reassignments::complete_all(batch)
     }
 
     /// Unfence `id` and let it lead the leaderless partitions whose ISR it is in.
@@ -253,7 +254,7 @@ impl ControllerLogic {
         for c in changes {
             batch.emit(MetadataRecord::PartitionChange(c))?;
         }
-        Ok(())
+        super::reassignments::complete_all(batch)
     }
 
     pub(crate) fn allocate_producer_ids(

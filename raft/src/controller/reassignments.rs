@@ -7,13 +7,17 @@
 //! change that puts all of `T` in the ISR: `replicas = T`, the ISR loses the removed replicas,
 //! and if the leader was one of them a new one is elected from `T`. A removed broker sees the
 //! partition leave its replica set and deletes its copy. Cancelling returns to the original
-//! replicas (`replicas - adding`) the same way. A new reassignment of a partition that is
-//! already moving starts from the original replicas, as Kafka does.
+//! replicas (`replicas - adding`), dropping the adding replicas from the ISR. A new target for
+//! a partition that is already moving is merged with its current (merged) replica list, as in
+//! Kafka's KRaft controller, so nothing in sync leaves the ISR before the move completes.
+//! Whenever a change leaves the leader outside the replicas or the ISR, a new leader is
+//! elected from them (none: the partition waits leaderless for one to come back). Fencing and
+//! unfencing also finish moves whose target is in sync (`complete_all`).
 
 use super::{Batch, ControllerLogic};
 use crate::error::ControllerError;
 use crate::image::PartitionRegistration;
-use crate::records::{MetadataRecord, NO_LEADER_CHANGE, PartitionChangeRecord};
+use crate::records::{MetadataRecord, NO_LEADER, NO_LEADER_CHANGE, PartitionChangeRecord};
 
 impl ControllerLogic {
     /// One partition of an AlterPartitionReassignments request: `target = None` cancels.
@@ -29,7 +33,7 @@ impl ControllerLogic {
         let t = batch.image.topic(topic).ok_or_else(unknown)?;
         let topic_id = t.id;
         let part = t.partitions.get(&partition).ok_or_else(unknown)?.clone();
-        let original = part.original_replicas();
+        let cancelling = target.is_none();
         let target: Vec<i32> = match target {
             None => {
                 if !part.reassigning() {
@@ -37,15 +41,15 @@ impl ControllerLogic {
                         "{topic}-{partition}"
                     )));
                 }
-                original.clone()
+                part.original_replicas()
             }
             Some(target) => {
                 self.validate_target(batch, target)?;
-                if !allow_replication_factor_change && target.len() != original.len() {
+                let heading_for = part.target_replicas().len();
+                if !allow_replication_factor_change && target.len() != heading_for {
                     return Err(ControllerError::InvalidReplicationFactor(format!(
-                        "the reassignment would change the replication factor from {} to {} \
-                         and the request does not allow that",
-                        original.len(),
+                        "the reassignment would change the replication factor from \
+                         {heading_for} to {} and the request does not allow that",
                         target.len()
                     )));
                 }
@@ -55,19 +59,26 @@ impl ControllerLogic {
         if target == part.replicas && !part.reassigning() {
             return Ok(());
         }
-        let adding: Vec<i32> = target
-            .iter()
-            .copied()
-            .filter(|r| !original.contains(r))
-            .collect();
-        let removing: Vec<i32> = original
-            .iter()
-            .copied()
-            .filter(|r| !target.contains(r))
-            .collect();
-        let mut replicas = target.clone();
-        replicas.extend(removing.iter().copied());
-        // Replicas of an earlier reassignment that this one drops leave the ISR too.
+        // Cancelling reverts to the original replicas; a new target is merged with the
+        // current replica list (which, mid-move, includes the replicas being added).
+        let (replicas, adding, removing) = if cancelling {
+            (target.clone(), Vec::new(), Vec::new())
+        } else {
+            let adding: Vec<i32> = target
+                .iter()
+                .copied()
+                .filter(|r| !part.replicas.contains(r))
+                .collect();
+            let removing: Vec<i32> = part
+                .replicas
+                .iter()
+                .copied()
+                .filter(|r| !target.contains(r))
+                .collect();
+            let mut replicas = target.clone();
+            replicas.extend(removing.iter().copied());
+            (replicas, adding, removing)
+        };
         let isr: Vec<i32> = part
             .isr
             .iter()
@@ -79,29 +90,29 @@ impl ControllerLogic {
                 "{topic}-{partition}: no in-sync replica would remain"
             )));
         }
-        let mut change = PartitionChangeRecord {
-            topic_id,
-            partition_id: partition,
-            leader: NO_LEADER_CHANGE,
-            isr: Some(isr),
-            replicas: Some(replicas),
-            adding_replicas: Some(adding),
-            removing_replicas: Some(removing),
-        };
         let next = PartitionRegistration {
-            replicas: change.replicas.clone().unwrap_or_default(),
-            isr: change.isr.clone().unwrap_or_default(),
-            adding_replicas: change.adding_replicas.clone().unwrap_or_default(),
-            removing_replicas: change.removing_replicas.clone().unwrap_or_default(),
-            ..part
+            replicas: replicas.clone(),
+            isr: isr.clone(),
+            adding_replicas: adding.clone(),
+            removing_replicas: removing.clone(),
+            ..part.clone()
         };
-        if let Some(done) = complete(batch, &next) {
-            change = PartitionChangeRecord {
+        let change = match complete(batch, &next) {
+            Some(done) => PartitionChangeRecord {
                 topic_id,
                 partition_id: partition,
                 ..done
-            };
-        }
+            },
+            None => PartitionChangeRecord {
+                topic_id,
+                partition_id: partition,
+                leader: leader_for(batch, &next),
+                isr: Some(isr),
+                replicas: Some(replicas),
+                adding_replicas: Some(adding),
+                removing_replicas: Some(removing),
+            },
+        };
         tracing::info!(
             topic,
             partition,
@@ -140,8 +151,8 @@ impl ControllerLogic {
 /// If `part` is reassigning and every target replica is in its ISR, the change that finishes
 /// the reassignment (topic id and partition left for the caller): the replicas become the
 /// target, the ISR loses the removed replicas, and a removed leader is replaced by the first
-/// target replica that is in the ISR and unfenced. `None` while the target is not all in sync,
-/// or if no target replica could lead.
+/// target replica that is in the ISR and unfenced (or none). `None` while the target is not
+/// all in sync.
 pub(crate) fn complete(
     batch: &Batch<'_>,
     part: &PartitionRegistration,
@@ -162,7 +173,9 @@ pub(crate) fn complete(
     let leader = if target.contains(&part.leader) {
         NO_LEADER_CHANGE
     } else {
-        super::brokers::elect(batch.image, &target, &isr, None)?
+        // As in Kafka, the move completes even if no target replica can lead now: the
+        // partition waits leaderless until one is unfenced.
+        super::brokers::elect(batch.image, &target, &isr, None).unwrap_or(NO_LEADER)
     };
     Some(PartitionChangeRecord {
         topic_id: uuid::Uuid::nil(),
@@ -173,4 +186,36 @@ pub(crate) fn complete(
         adding_replicas: Some(Vec::new()),
         removing_replicas: Some(Vec::new()),
     })
+}
+
+/// The leader `part` should have after a change: unchanged while the current one is still a
+/// replica in the ISR, else the first in-sync unfenced replica, else none.
+fn leader_for(batch: &Batch<'_>, part: &PartitionRegistration) -> i32 {
+    if part.leader == NO_LEADER
+        || (part.replicas.contains(&part.leader) && part.isr.contains(&part.leader))
+    {
+        return NO_LEADER_CHANGE;
+    }
+    super::brokers::elect(batch.image, &part.replicas, &part.isr, None).unwrap_or(NO_LEADER)
+}
+
+/// Finishes every move whose target is now in sync (after fencing or unfencing changed
+/// leaders or the ISR: no AlterPartition may come for them).
+pub(crate) fn complete_all(batch: &mut Batch<'_>) -> Result<(), ControllerError> {
+    let mut done = Vec::new();
+    for t in batch.image.topics.values() {
+        for (p, part) in &t.partitions {
+            if let Some(c) = complete(batch, part) {
+                done.push(PartitionChangeRecord {
+                    topic_id: t.id,
+                    partition_id: *p,
+                    ..c
+                });
+            }
+        }
+    }
+    for c in done {
+        batch.emit(MetadataRecord::PartitionChange(c))?;
+    }
+    Ok(())
 }

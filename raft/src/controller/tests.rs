@@ -66,11 +66,15 @@ impl Harness {
     }
 
     fn heartbeat(&mut self, id: i32) -> HeartbeatReply {
+        self.heartbeat_with(id, false)
+    }
+
+    fn heartbeat_with(&mut self, id: i32, want_fence: bool) -> HeartbeatReply {
         let resp = self.call(ControllerRequest::Heartbeat(Heartbeat {
             broker_id: id,
             broker_epoch: self.epochs[&id],
             current_metadata_offset: u64::MAX,
-            want_fence: false,
+            want_fence,
             want_shutdown: false,
         }));
         let ControllerResponse::Heartbeat(Ok(r)) = resp else {
@@ -856,33 +860,72 @@ fn reassignments_validate_cancel_and_restart_from_the_original_replicas() {
     let p = h.image.partition("t", 0).unwrap().clone();
     assert_eq!((p.replicas, p.isr, p.leader), (vec![2, 3], vec![2, 3], 2));
 
-    // A move in progress, then another one: the second starts from the original replicas,
-    // and the first one's new replica leaves the ISR it had joined.
+    // A move in progress, then a new target: as in Kafka's controller it is merged with the
+    // current replica list, so the first move's new replica becomes one being removed.
     assert_eq!(
         reassign(&mut h, true, vec![("t", 0, Some(vec![2, 4]))]),
         vec![Ok(())]
     );
-    set_isr_as_leader(&mut h, "t", 0, vec![2, 3]);
+    assert_eq!(h.image.partition("t", 0).unwrap().replicas, vec![2, 4, 3]);
     assert_eq!(
         reassign(&mut h, true, vec![("t", 0, Some(vec![5, 3]))]),
         vec![Ok(())]
     );
     let p = h.image.partition("t", 0).unwrap().clone();
-    assert_eq!(p.replicas, vec![5, 3, 2]);
+    assert_eq!(p.replicas, vec![5, 3, 2, 4]);
     assert_eq!(
         (p.adding_replicas.clone(), p.removing_replicas.clone()),
-        (vec![5], vec![2])
+        (vec![5], vec![2, 4])
+    );
+    assert_eq!(
+        p.isr,
+        vec![2, 3],
+        "nothing in sync leaves the ISR before completion"
     );
 
-    // Cancelling returns to the original replica set (as in Kafka, the order is the merged
-    // list's minus the adding replicas, so the preferred leader may change).
+    // Cancelling drops the adding replicas (Kafka's revert: the order is the merged list's,
+    // so the preferred leader may change).
     assert_eq!(reassign(&mut h, true, vec![("t", 0, None)]), vec![Ok(())]);
     let p = h.image.partition("t", 0).unwrap().clone();
     assert_eq!(
         (p.replicas.clone(), p.isr.clone(), p.leader),
-        (vec![3, 2], vec![2, 3], 2)
+        (vec![3, 2, 4], vec![2, 3], 2)
     );
     assert!(!p.reassigning());
+
+    // A cancelled move whose new replica had become leader: leadership returns to an
+    // original replica instead of staying with a broker that is no longer a replica.
+    create_on(&mut h, "u", vec![1, 2]);
+    assert_eq!(
+        reassign(&mut h, true, vec![("u", 0, Some(vec![3, 4]))]),
+        vec![Ok(())]
+    );
+    set_isr_as_leader(&mut h, "u", 0, vec![1, 2, 3]);
+    assert_eq!(
+        elect(&mut h, elections::PREFERRED, Some(vec![("u".into(), 0)])),
+        vec![("u".into(), 0, Ok(()))]
+    );
+    assert_eq!(h.image.partition("u", 0).unwrap().leader, 3);
+    assert_eq!(reassign(&mut h, true, vec![("u", 0, None)]), vec![Ok(())]);
+    let p = h.image.partition("u", 0).unwrap().clone();
+    assert_eq!((p.replicas, p.isr, p.leader), (vec![1, 2], vec![1, 2], 1));
+
+    // A move that completes while no target replica can lead leaves the partition
+    // leaderless (not stuck half-moved); unfencing the replica makes it leader again.
+    create_on(&mut h, "w", vec![1, 2, 3]);
+    set_isr_as_leader(&mut h, "w", 0, vec![1]);
+    h.heartbeat_with(1, true);
+    assert_eq!(h.image.partition("w", 0).unwrap().leader, NO_LEADER);
+    assert_eq!(
+        reassign(&mut h, true, vec![("w", 0, Some(vec![1]))]),
+        vec![Ok(())]
+    );
+    let p = h.image.partition("w", 0).unwrap().clone();
+    assert_eq!((p.replicas.clone(), p.leader), (vec![1], NO_LEADER));
+    assert!(!p.reassigning());
+    h.heartbeat_with(1, false);
+    assert_eq!(h.image.partition("w", 0).unwrap().leader, 1);
+
     // The snapshot carries a reassignment in progress.
     assert_eq!(
         reassign(&mut h, true, vec![("t", 0, Some(vec![2, 4]))]),
