@@ -477,6 +477,13 @@ mod tests {
         open.write_all(b"ab").unwrap();
         let mut two = [0u8; 2];
         open.read_exact(&mut two).unwrap();
+        // The earlier round trip's connection may still be winding down in the proxy; it
+        // would be cut too and counted. Wait (bounded) until only `open` is tracked.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while proxy.stats().open > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(proxy.stats().open, 1, "{:?}", proxy.stats());
         net.isolate(0);
         proxy.enforce();
         let mut b = [0u8; 1];
