@@ -22,7 +22,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "benchmarks compile"
 cargo bench --workspace --no-run
 
-step "real Kafka clients (kafka-python, confluent-kafka/librdkafka) into a private venv"
+step "real Kafka clients (kafka-python, confluent-kafka/librdkafka into a private venv; kafkajs into a private node_modules)"
 ./scripts/clients.sh
 
 step "cargo test (unit, property, crash, quorum, real-client and wire tests)"
