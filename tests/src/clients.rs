@@ -68,9 +68,47 @@ pub fn python() -> Option<PathBuf> {
 /// Runs `op` with `client` and returns its JSON answer; panics with the client's stderr if it
 /// fails or runs longer than the bound.
 pub fn run(python: &Path, client: &str, op: &str, args: &Value) -> Value {
-    let script = repo_root().join("tests/clients/client.py");
+    run_script(
+        python,
+        &repo_root().join("tests/clients/client.py"),
+        client,
+        op,
+        args,
+    )
+}
+
+/// The values of `count` records of `topic`-`partition` from offset 0, read by `client`
+/// (bounded by the client's 60 s timeout).
+pub fn consume_values(
+    python: &Path,
+    client: &str,
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    count: usize,
+) -> Vec<String> {
+    let r = run(
+        python,
+        client,
+        "consume",
+        &serde_json::json!({"bootstrap": bootstrap, "topic": topic, "partitions": [partition],
+                            "offset": 0, "count": count, "timeout": 60}),
+    );
+    r["records"]
+        .as_array()
+        .map(|records| {
+            records
+                .iter()
+                .filter_map(|r| r["value"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Like [`run`], with another client script taking the same arguments.
+pub fn run_script(python: &Path, script: &Path, client: &str, op: &str, args: &Value) -> Value {
     let mut cmd = Command::new(python);
-    cmd.arg(&script).args([client, op, &args.to_string()]);
+    cmd.arg(script).args([client, op, &args.to_string()]);
     run_command(cmd, client, op, args)
 }
 

@@ -359,21 +359,13 @@ fn reassignments_move_throttle_and_cancel_with_two_clients() {
 
     // Everything acknowledged is there once, in order, and the replicas agree on disk.
     acked.extend(produce(&py, &cluster, "third", 50, 100));
-    let r = clients::run(
-        &py,
-        RDKAFKA,
-        "consume",
-        &json!({"bootstrap": cluster.bootstrap(), "topic": TOPIC, "partitions": [0],
-                "offset": 0, "count": acked.len(), "timeout": 60}),
-    );
-    let consumed: Vec<&str> = r["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|r| r["value"].as_str())
-        .collect();
+    let consumed =
+        clients::consume_values(&py, RDKAFKA, &cluster.bootstrap(), TOPIC, 0, acked.len());
     assert_eq!(consumed.len(), acked.len());
-    assert!(consumed.iter().zip(&acked).all(|(c, a)| *c == a.as_str()));
+    assert!(
+        consumed == acked,
+        "the records differ from those acknowledged"
+    );
     wait_until("both replicas in sync", &cluster, || {
         partition(&cluster).1.len() == 2
     });

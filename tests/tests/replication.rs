@@ -97,23 +97,15 @@ fn acks_all_survives_a_leader_kill_and_replicas_converge() {
     wait_isr(&cluster, 3);
 
     // A consumer sees every acknowledged record once, in order.
-    let r = clients::run(
+    let consumed = clients::consume_values(
         &py,
         KAFKA_PYTHON,
-        "consume",
-        &json!({"bootstrap": cluster.bootstrap(), "topic": TOPIC, "partitions": [0],
-                "offset": 0, "count": acked.len(), "timeout": 60}),
+        &cluster.bootstrap(),
+        TOPIC,
+        0,
+        acked.len(),
     );
-    let consumed: Vec<&str> = r["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|r| r["value"].as_str())
-        .collect();
-    assert_eq!(
-        consumed,
-        acked.iter().map(String::as_str).collect::<Vec<_>>()
-    );
+    assert_eq!(consumed, acked);
 
     // Every replica's log, read from disk after a clean stop, is the same.
     let stuck = cluster.stop_all(Duration::from_secs(30));
