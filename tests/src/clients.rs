@@ -77,6 +77,50 @@ pub fn run(python: &Path, client: &str, op: &str, args: &Value) -> Value {
     )
 }
 
+/// Produces `values` to `topic`-`partition` with an idempotent librdkafka producer and
+/// acks=all (60 s delivery timeout, `extra` producer settings on top), in chunks of about
+/// 100 kB because the records travel as one command-line argument. Returns the delivery
+/// errors, empty when every record was acknowledged.
+pub fn produce_acked(
+    python: &Path,
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    values: &[String],
+    extra: &Value,
+) -> Vec<Value> {
+    let mut conf = serde_json::json!({"message.timeout.ms": 60000});
+    if let (Some(c), Some(e)) = (conf.as_object_mut(), extra.as_object()) {
+        c.extend(e.clone());
+    }
+    let per_chunk = values
+        .iter()
+        .map(String::len)
+        .max()
+        .map_or(1, |l| (100_000 / l.max(1)).max(1));
+    let mut errors = Vec::new();
+    for chunk in values.chunks(per_chunk) {
+        let records: Vec<Value> = chunk
+            .iter()
+            .map(|v| serde_json::json!({"value": v}))
+            .collect();
+        let r = run(
+            python,
+            RDKAFKA,
+            "produce",
+            &serde_json::json!({"bootstrap": bootstrap, "topic": topic, "records": records,
+                                "acks": "all", "idempotent": true, "partition": partition,
+                                "timeout": 60, "extra": conf}),
+        );
+        let results = r["results"].as_array().cloned().unwrap_or_default();
+        if results.len() != chunk.len() {
+            errors.push(serde_json::json!({"error": format!("{} results for {} records", results.len(), chunk.len())}));
+        }
+        errors.extend(results.into_iter().filter(|res| !res["error"].is_null()));
+    }
+    errors
+}
+
 /// The values of `count` records of `topic`-`partition` from offset 0, read by `client`
 /// (bounded by the client's 60 s timeout).
 pub fn consume_values(

@@ -46,26 +46,15 @@ fn produce(py: &Path, cluster: &Cluster, tag: &str, n: usize, size: usize) -> Ve
             v
         })
         .collect();
-    // In chunks of about 100 kB: the records travel as one command-line argument.
-    for chunk in values.chunks((100_000 / size).max(1)) {
-        let records: Vec<Value> = chunk.iter().map(|v| json!({"value": v})).collect();
-        let r = clients::run(
-            py,
-            RDKAFKA,
-            "produce",
-            &json!({"bootstrap": cluster.bootstrap(), "topic": TOPIC, "records": records,
-                    "acks": "all", "idempotent": true, "partition": 0, "timeout": 60,
-                    "extra": {"message.timeout.ms": 60000, "batch.size": 16384}}),
-        );
-        for res in r["results"].as_array().unwrap() {
-            assert_eq!(
-                res["error"],
-                Value::Null,
-                "{res}\n{}",
-                cluster.log_tails(40)
-            );
-        }
-    }
+    let errors = clients::produce_acked(
+        py,
+        &cluster.bootstrap(),
+        TOPIC,
+        0,
+        &values,
+        &json!({"batch.size": 16384}),
+    );
+    assert!(errors.is_empty(), "{errors:?}\n{}", cluster.log_tails(40));
     values
 }
 

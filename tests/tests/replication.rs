@@ -17,23 +17,8 @@ const BOUND: Duration = Duration::from_secs(60);
 
 fn produce(py: &Path, cluster: &Cluster, tag: &str, n: usize) -> Vec<String> {
     let values: Vec<String> = (0..n).map(|i| format!("{tag}-{i:04}")).collect();
-    let records: Vec<Value> = values.iter().map(|v| json!({"value": v})).collect();
-    let r = clients::run(
-        py,
-        RDKAFKA,
-        "produce",
-        &json!({"bootstrap": cluster.bootstrap(), "topic": TOPIC, "records": records,
-                "acks": "all", "idempotent": true, "partition": 0, "timeout": 60,
-                "extra": {"message.timeout.ms": 60000}}),
-    );
-    for res in r["results"].as_array().unwrap() {
-        assert_eq!(
-            res["error"],
-            Value::Null,
-            "{res}\n{}",
-            cluster.log_tails(40)
-        );
-    }
+    let errors = clients::produce_acked(py, &cluster.bootstrap(), TOPIC, 0, &values, &json!({}));
+    assert!(errors.is_empty(), "{errors:?}\n{}", cluster.log_tails(40));
     values
 }
 
